@@ -23,7 +23,7 @@ import numpy as np
 
 from . import lemmas
 from ._validation import check_dimension, check_real
-from .annulus import annulus_log_density, log_unit_ball_volume
+from .annulus import log_radial_volume, log_unit_ball_volume
 from .dimension import feasible_lambda1_interval, find_dimension, validate_targets
 
 __all__ = ["Counterexample"]
@@ -112,13 +112,21 @@ class Counterexample:
             return [(1.0, 0.0, 1.0 + self.Delta)]
         return [(self.lambda1, 0.0, 1.0), (1.0 - self.lambda1, 1.0, 1.0 + self.Delta)]
 
-    def _log_mixture(self, r: np.ndarray, which: str, y: int) -> np.ndarray:
+    def _log_scaled_mixture(self, r: np.ndarray, which: str, y: int) -> np.ndarray:
+        r"""log of :math:`c_d\,f(x|y)`: the density with respect to the measure under which the unit
+        ball has volume 1. Dropping the huge common :math:`\log c_d` (about :math:`-\tfrac d2\log d`)
+        keeps posteriors accurate to rounding at any d."""
         r = np.asarray(r, dtype=np.float64)
         out = np.full(r.shape, -np.inf)
         for w, a, b in self._components(which, y):
             if w > 0:
-                out = np.logaddexp(out, _log(w) + annulus_log_density(r, a, b, self.d))
+                inside = (r >= a) & (r <= b)
+                term = np.where(inside, _log(w) - log_radial_volume(a, b, self.d), -np.inf)
+                out = np.logaddexp(out, term)
         return out
+
+    def _log_mixture(self, r: np.ndarray, which: str, y: int) -> np.ndarray:
+        return self._log_scaled_mixture(r, which, y) - self.log_unit_ball_volume
 
     def log_p_conditional(self, r: np.ndarray, y: int) -> np.ndarray:
         r""":math:`\log p(x|y)` at points of norm ``r`` (eqs. 7–8)."""
@@ -156,11 +164,11 @@ class Counterexample:
 
     def p_posterior(self, r: np.ndarray) -> np.ndarray:
         r""":math:`(p(0|x), p(1|x))` at norm ``r``, shape ``r.shape + (2,)``; eq. (11) inside the ball."""
-        return self._posterior(self.log_p_joint(r, 0), self.log_p_joint(r, 1))
+        return self._posterior(self._log_scaled_mixture(r, "p", 0), self._log_scaled_mixture(r, "p", 1))
 
     def q_posterior(self, r: np.ndarray) -> np.ndarray:
         r""":math:`(q(0|x), q(1|x))` at norm ``r``, shape ``r.shape + (2,)``; eq. (12) inside the ball."""
-        return self._posterior(self.log_q_joint(r, 0), self.log_q_joint(r, 1))
+        return self._posterior(self._log_scaled_mixture(r, "q", 0), self._log_scaled_mixture(r, "q", 1))
 
     # ---------------------------------------------------------------- the same, at points x
     def log_p_conditional_at(self, x: np.ndarray, y: int) -> np.ndarray:

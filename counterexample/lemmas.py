@@ -53,26 +53,43 @@ def _softplus(t: float) -> float:
     return t + math.log1p(math.exp(-t)) if t > 0 else math.log1p(math.exp(t))
 
 
+def _relative_entropy_term(log_t: float, log_s: float) -> float:
+    r""":math:`g(t, s) = t\log(t/s) - t + s \ge 0` from :math:`\log t, \log s`, without cancellation.
+
+    For :math:`t \approx s` it is :math:`s\,h(w)`, :math:`w = t/s - 1 = \mathrm{expm1}(\log t - \log s)`,
+    :math:`h(w) = (1+w)\log(1+w) - w = \sum_{k\ge2} (-1)^k w^k / (k(k-1))`.
+    """
+    if log_s == -math.inf:
+        return math.inf if log_t > -math.inf else 0.0
+    s = math.exp(log_s)
+    if log_t == -math.inf:
+        return s
+    diff = log_t - log_s
+    if abs(diff) > 0.5:
+        t = math.exp(log_t)
+        return t * diff - t + s
+    w = math.expm1(diff)
+    if abs(w) < 0.05:
+        h = sum((-1) ** k * w**k / (k * (k - 1)) for k in range(2, 14))
+    else:
+        h = (1.0 + w) * math.log1p(w) - w
+    return s * h
+
+
 def bernoulli_kl(log_a: float, log_b: float) -> float:
     r"""KL divergence between Bernoulli(a) and Bernoulli(b), from :math:`\log a` and :math:`\log b`.
 
-    .. math::  KL(a\|b) = a \log\frac ab + (1-a)\log\frac{1-a}{1-b},
+    .. math::  KL(a\|b) = a \log\frac ab + (1-a)\log\frac{1-a}{1-b}
+               = g(a, b) + g(1-a, 1-b), \qquad g(t, s) = t\log\frac ts - t + s \ge 0,
 
-    with :math:`0 \log 0 = 0`; :math:`\log(1-a)` is computed as ``log1mexp(log a)`` so that
-    :math:`a = e^{-10^9}` is handled exactly (its terms vanish).
+    (the linear terms cancel), with :math:`0 \log 0 = 0`. Each :math:`g` is computed without
+    cancellation (:func:`_relative_entropy_term`), so the result is non-negative and accurate to a few
+    ulps even when :math:`a \approx b`; :math:`\log(1-a)` is ``log1mexp(log a)``, so
+    :math:`a = e^{-10^9}` is handled exactly.
     """
-    a = math.exp(log_a)
-    term_a = 0.0 if a == 0.0 else a * (log_a - log_b)
-    log_1ma = float(log1mexp(log_a))
-    log_1mb = float(log1mexp(log_b))
-    one_minus_a = -math.expm1(log_a)
-    if one_minus_a == 0.0:
-        term_1ma = 0.0
-    elif log_1mb == -math.inf:
-        return math.inf
-    else:
-        term_1ma = one_minus_a * (log_1ma - log_1mb)
-    return term_a + term_1ma
+    return _relative_entropy_term(log_a, log_b) + _relative_entropy_term(
+        float(log1mexp(log_a)), float(log1mexp(log_b))
+    )
 
 
 def lemma1_p_class0_in_ball(lambda1: float, lambda2: float) -> float:
