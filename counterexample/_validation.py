@@ -41,8 +41,13 @@ def check_real(
 
 
 def check_dimension(name: str, value: object) -> int:
-    """Return ``value`` as a positive Python ``int`` (the dimension d >= 1), or raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    """Return ``value`` as a positive Python ``int`` (the dimension d >= 1), or raise.
+
+    Integral floats such as ``1e9`` are accepted; ``bool`` and fractional values are not.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive integer (>= 1), got {value!r}")
+    if not isinstance(value, numbers.Integral):
         if isinstance(value, numbers.Real) and float(value).is_integer() and math.isfinite(value):
             value = int(value)
         else:
