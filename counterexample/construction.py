@@ -79,6 +79,11 @@ class Counterexample:
             )
         if lambda1 is None:
             lambda1 = interval.geometric_midpoint()
+            if lambda1 == 0.0:
+                raise ValueError(
+                    f"the feasible lambda1 at d={d} (log lambda1 in [{interval.log_lower:.6g}, "
+                    f"{interval.log_upper:.6g}]) underflows double precision; use larger eps/Delta"
+                )
         elif not interval.contains(check_real("lambda1", lambda1, low=0.0, high=1.0)):
             raise ValueError(f"lambda1={lambda1!r} is outside the feasible interval {interval}")
         return cls(d=d, Delta=Delta, lambda1=lambda1, lambda2=delta / (1.0 - delta) * lambda1)
