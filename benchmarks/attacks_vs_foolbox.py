@@ -1,0 +1,177 @@
+"""Our CW-L2 and Boundary attacks against foolbox 3, on the same classifier and the same images.
+
+``python benchmarks/attacks_vs_foolbox.py --data-root DIR`` trains (or loads from ``--cache``) a
+small MNIST CNN, takes the first ``--n`` correctly classified test images and runs, in one process:
+
+- CW-L2: ours with default settings; foolbox ``L2CarliniWagnerAttack`` with its defaults (9 × 10000
+  steps) and with the reduced setting (5 × 1000 steps);
+- Boundary: ours and foolbox ``BoundaryAttack`` at the same number of model queries per image
+  (``--queries``); foolbox's step count is chosen so that its queries, counted by a wrapper around
+  the model, match.
+
+It reports the success rate, median L2 (failures count as ∞), wall time and model queries per
+second, and writes ``--output`` (JSON). Needs ``foolbox`` 3 (``pip install foolbox``), which is not
+a dependency of the package. Inputs are ``k/256 − 0.5`` in bounds [−0.5, 0.5] as in the flows
+package; the CNN sees the 28×28 images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from flows.attacks import boundary_attack, carlini_wagner_l2
+
+
+class CountingModel(nn.Module):
+    """Wraps a classifier and counts the rows it evaluates (model queries)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.rows = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rows += x.shape[0]
+        return self.net(x)
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+    )
+
+
+def load_mnist(root: Path, train: bool) -> tuple[Tensor, Tensor]:
+    import torchvision
+
+    data = torchvision.datasets.MNIST(str(root), train=train, download=False)
+    return data.data[:, None].float() / 256 - 0.5, data.targets.long()
+
+
+def train_cnn(root: Path, cache: Path, epochs: int, seed: int) -> nn.Module:
+    net = small_cnn()
+    if cache.is_file():
+        net.load_state_dict(torch.load(cache))
+        return net.eval()
+    torch.manual_seed(seed)
+    x, y = load_mnist(root, train=True)
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for start in range(0, len(x), 128):
+            idx = order[start : start + 128]
+            loss = nn.functional.cross_entropy(net(x[idx]), y[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), cache)
+    return net.eval()
+
+
+def summarise(name: str, x: Tensor, adv: Tensor, success: Tensor, seconds: float,
+              queries: float, net: nn.Module, y: Tensor) -> dict:
+    """Re-verify (label wrong, in bounds) and summarise one attack run."""
+    with torch.no_grad():
+        wrong = net(adv).argmax(1) != y
+    in_bounds = ((adv >= -0.5) & (adv <= 0.5)).flatten(1).all(1)
+    ok = success & wrong & in_bounds
+    l2 = torch.where(ok, (adv - x).flatten(1).norm(dim=1), torch.full((len(x),), math.inf))
+    row = {
+        "attack": name,
+        "success_pct": 100.0 * ok.double().mean().item(),
+        "median_l2": l2.median().item(),
+        "seconds": seconds,
+        "queries_per_image": queries,
+        "queries_per_second": queries * len(x) / seconds,
+    }
+    print(json.dumps(row))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path("runs/attacks_bench/cnn.pt"))
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=5000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["fb-cw-default", "fb-cw-reduced", "cw", "boundary", "fb-boundary"])
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/attacks_vs_foolbox.json"))
+    args = parser.parse_args()
+
+    import foolbox as fb
+
+    net = train_cnn(args.data_root, args.cache, args.epochs, args.seed)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    test_x, test_y = load_mnist(args.data_root, train=False)
+    with torch.no_grad():
+        correct = torch.cat([net(test_x[s : s + 1000]).argmax(1) for s in range(0, 10000, 1000)])
+    accuracy = (correct == test_y).double().mean().item()
+    chosen = torch.nonzero(correct == test_y).flatten()[: args.n]
+    x, y = test_x[chosen], test_y[chosen]
+    counted = CountingModel(net).eval()
+    fmodel = fb.PyTorchModel(counted, bounds=(-0.5, 0.5))
+    results = []
+
+    def run(name, fn):
+        if name in args.skip:
+            return
+        counted.rows = 0
+        start = time.perf_counter()
+        adv, success, queries = fn()
+        seconds = time.perf_counter() - start
+        queries = counted.rows / len(x) if queries is None else queries
+        results.append(summarise(name, x, adv, success, seconds, queries, net, y))
+
+    def ours_cw():
+        r = carlini_wagner_l2(counted, x, y)
+        return r.adversarial, r.success, r.queries.double().mean().item()
+
+    def foolbox_cw(**kwargs):
+        def go():
+            attack = fb.attacks.L2CarliniWagnerAttack(**kwargs)
+            raw, _, success = attack(fmodel, x, y, epsilons=None)
+            return raw, success, None
+        return go
+
+    def ours_boundary():
+        r = boundary_attack(lambda z: counted(z).argmax(1), x, y, max_queries=args.queries,
+                            steps=10 * args.queries, seed=args.seed)
+        return r.adversarial, r.success, r.queries.double().mean().item()
+
+    def foolbox_boundary():
+        # foolbox: ~50 init queries, then 1 query per step plus 1 every 10th step
+        steps = int((args.queries - 60) / 1.1)
+        attack = fb.attacks.BoundaryAttack(steps=steps)
+        raw, _, success = attack(fmodel, x, y, epsilons=None)
+        return raw, success, None
+
+    run("cw", ours_cw)
+    run("fb-cw-reduced", foolbox_cw(binary_search_steps=5, steps=1000))
+    run("fb-cw-default", foolbox_cw())
+    run("boundary", ours_boundary)
+    run("fb-boundary", foolbox_boundary)
+    report = {
+        "config": {**{k: str(v) for k, v in vars(args).items()}, "cnn_test_accuracy": accuracy,
+                   "threads": torch.get_num_threads(), "foolbox": fb.__version__,
+                   "torch": torch.__version__},
+        "results": results,
+    }
+    args.output.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

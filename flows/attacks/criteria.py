@@ -1,0 +1,222 @@
+"""Criteria: what counts as an adversarial, composable with ``&`` (foolbox 3 style).
+
+A criterion looks at an :class:`Observation` of the model at a batch of inputs and answers, per
+example, whether the input is adversarial (:meth:`Criterion.is_adversarial`). Gradient-based attacks
+also need a differentiable hinge loss that is zero exactly when the criterion holds (with a
+confidence margin κ for the classification part); :meth:`Criterion.loss` provides it.
+
+The detection-aware attacks of Section 6.2 are *composed* criteria, not forked attacks::
+
+    Misclassified(y) & NotDetected(detector)          # CW-L2 against classifier and detector
+    TargetedMisclassified(t) & NotDetected()          # Boundary attack on the C+1-way decision
+
+Class scores may be logits or class log-likelihoods ``log p(x|y=c)`` of the order of −10³ (a
+generative classifier). Margins are always taken between entries of ``log_softmax(scores)``, i.e.
+log-posterior ratios, and the runner-up class is found by masking the reference class with −∞, never
+by multiplying with a one-hot mask (which silently picks the reference class's *zeroed* score as the
+runner-up when all scores are negative).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from flows.attacks.detector import LikelihoodDetector
+
+__all__ = [
+    "Observation",
+    "Criterion",
+    "Misclassified",
+    "TargetedMisclassified",
+    "NotDetected",
+    "And",
+    "log_posterior_margin",
+]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the attacker sees of the model at a batch of ``B`` inputs.
+
+    Attributes:
+        logits: ``(B, C)`` class scores (logits or class log-likelihoods), or ``None`` for a
+            decision-only model.
+        labels: ``(B,)`` decided labels. ``None`` means ``logits.argmax(1)``. For a C+1-way decision
+            this holds the decision itself (the non-image label is flagged by ``rejected``).
+        bits_per_dim: ``(B,)`` detector statistic in bits/dim, or ``None``.
+        rejected: ``(B,)`` bool, the detector's verdict when only the decision is known (C+1-way
+            decision), or ``None``.
+    """
+
+    logits: Tensor | None = None
+    labels: Tensor | None = None
+    bits_per_dim: Tensor | None = None
+    rejected: Tensor | None = None
+
+    def predicted(self) -> Tensor:
+        """The predicted labels ``(B,)``: ``labels`` if given, else the argmax of ``logits``."""
+        if self.labels is not None:
+            return self.labels
+        if self.logits is None:
+            raise ValueError("Observation has neither labels nor logits")
+        return self.logits.argmax(dim=1)
+
+
+def log_posterior_margin(scores: Tensor, reference: Tensor) -> Tensor:
+    r"""Margin of the reference class over its best competitor, in nats of log-posterior.
+
+    .. math::
+        m_i = \log p(r_i | x_i) - \max_{j \ne r_i} \log p(j | x_i),
+        \qquad \log p(\cdot|x) = \operatorname{log\_softmax}(s(x))
+
+    Args:
+        scores: ``(B, C)`` class scores, any scale (e.g. log-likelihoods of order −10³), C ≥ 2.
+        reference: ``(B,)`` integer class indices.
+
+    Returns:
+        ``(B,)`` margins; positive when the reference class wins.
+    """
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores must be (B, C) with C >= 2, got {tuple(scores.shape)}")
+    if reference.shape != scores.shape[:1]:
+        raise ValueError(
+            f"reference must be ({scores.shape[0]},), got {tuple(reference.shape)}"
+        )
+    log_post = torch.log_softmax(scores, dim=1)
+    ref = log_post.gather(1, reference[:, None]).squeeze(1)
+    mask = torch.zeros_like(log_post, dtype=torch.bool).scatter_(1, reference[:, None], True)
+    others = log_post.masked_fill(mask, -math.inf).amax(dim=1)
+    return ref - others
+
+
+class Criterion:
+    """Base class. Subclasses implement ``is_adversarial`` and, for gradient attacks, ``loss``."""
+
+    def is_adversarial(self, obs: Observation) -> Tensor:
+        """``(B,)`` bool: whether each observed input satisfies the criterion."""
+        raise NotImplementedError
+
+    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+        """``(B,)`` non-negative differentiable hinge loss, zero when the criterion holds.
+
+        ``confidence`` (κ, in nats of log-posterior ratio) only applies to classification terms.
+        """
+        raise NotImplementedError
+
+    def select(self, index: slice | Tensor) -> Criterion:
+        """The same criterion restricted to examples ``index`` (for batching)."""
+        raise NotImplementedError
+
+    def __and__(self, other: Criterion) -> And:
+        return And(self, other)
+
+    def __call__(self, obs: Observation) -> Tensor:
+        return self.is_adversarial(obs)
+
+
+class And(Criterion):
+    """Conjunction of criteria; its loss is the sum of the parts' losses."""
+
+    def __init__(self, *criteria: Criterion):
+        flat: list[Criterion] = []
+        for c in criteria:
+            flat.extend(c.criteria if isinstance(c, And) else [c])
+        self.criteria = tuple(flat)
+
+    def is_adversarial(self, obs: Observation) -> Tensor:
+        result = self.criteria[0].is_adversarial(obs)
+        for c in self.criteria[1:]:
+            result = result & c.is_adversarial(obs)
+        return result
+
+    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+        return sum(c.loss(obs, confidence) for c in self.criteria)
+
+    def select(self, index: slice | Tensor) -> And:
+        return And(*(c.select(index) for c in self.criteria))
+
+    def __repr__(self) -> str:
+        return " & ".join(repr(c) for c in self.criteria)
+
+
+class Misclassified(Criterion):
+    """Untargeted: the predicted class differs from the true ``labels``.
+
+    Its loss is ``max(0, m_y + κ)`` with ``m_y`` the log-posterior margin of the true class
+    (Carlini & Wagner 2017b, their f₆ on log-probabilities).
+    """
+
+    def __init__(self, labels: Tensor):
+        self.labels = labels
+
+    def is_adversarial(self, obs: Observation) -> Tensor:
+        return obs.predicted() != self.labels
+
+    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+        if obs.logits is None:
+            raise ValueError("Misclassified.loss needs class scores (a decision is not enough)")
+        return torch.clamp(log_posterior_margin(obs.logits, self.labels) + confidence, min=0)
+
+    def select(self, index: slice | Tensor) -> Misclassified:
+        return Misclassified(self.labels[index])
+
+    def __repr__(self) -> str:
+        return "Misclassified(labels)"
+
+
+class TargetedMisclassified(Criterion):
+    """Targeted: the predicted class equals ``targets``. Loss ``max(0, κ − m_t)``."""
+
+    def __init__(self, targets: Tensor):
+        self.targets = targets
+
+    def is_adversarial(self, obs: Observation) -> Tensor:
+        return obs.predicted() == self.targets
+
+    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+        if obs.logits is None:
+            raise ValueError("TargetedMisclassified.loss needs class scores")
+        return torch.clamp(confidence - log_posterior_margin(obs.logits, self.targets), min=0)
+
+    def select(self, index: slice | Tensor) -> TargetedMisclassified:
+        return TargetedMisclassified(self.targets[index])
+
+    def __repr__(self) -> str:
+        return "TargetedMisclassified(targets)"
+
+
+class NotDetected(Criterion):
+    """The likelihood detector accepts the input as an image.
+
+    With a ``detector`` and an observation carrying ``bits_per_dim``, the verdict is
+    ``bits_per_dim <= T``, and the loss is the paper's ℓ_det(x') = max{0, −log p(x') − T}
+    expressed in nats (see :meth:`LikelihoodDetector.excess_nats`). Without a detector (a
+    decision-only C+1-way model) the verdict is ``not obs.rejected``.
+    """
+
+    def __init__(self, detector: LikelihoodDetector | None = None):
+        self.detector = detector
+
+    def is_adversarial(self, obs: Observation) -> Tensor:
+        if self.detector is not None and obs.bits_per_dim is not None:
+            return ~self.detector.detected(obs.bits_per_dim)
+        if obs.rejected is not None:
+            return ~obs.rejected
+        raise ValueError(
+            "NotDetected needs bits_per_dim and a detector, or a C+1-way decision (rejected)"
+        )
+
+    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+        if self.detector is None or obs.bits_per_dim is None:
+            raise ValueError("NotDetected.loss needs a detector and bits_per_dim")
+        return self.detector.excess_nats(obs.bits_per_dim)
+
+    def select(self, index: slice | Tensor) -> NotDetected:
+        return self
+
+    def __repr__(self) -> str:
+        return f"NotDetected({self.detector!r})"

@@ -1,0 +1,135 @@
+"""Datasets as in-memory 8-bit tensors, and batch-wise augmentation.
+
+:func:`load_dataset` returns a :class:`ImageData` — ``images`` ``(N, C, H, W)`` ``uint8`` and
+``labels`` ``(N,)`` ``int64`` — for ``mnist`` and ``cifar10`` (torchvision; ``download=True``
+fetches them when online), ``imagefolder`` (a folder per class, e.g. the CIFAR-10 JPEG copy:
+``ROOT/train/<class>/…`` and ``ROOT/test/<class>/…``) and ``synthetic`` (class-dependent
+patterns, no files; for tests and smoke runs). Holding the data in memory keeps every epoch's order
+and augmentation a pure function of the seed and step, which exact resumption relies on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DATASETS = ("mnist", "cifar10", "imagefolder", "synthetic")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is missing under the given root; the message says where and how to get it."""
+
+
+@dataclass(frozen=True)
+class ImageData:
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None,
+    train: bool,
+    download: bool = False,
+    data_shape: tuple[int, int, int] = (1, 28, 28),
+    num_classes: int = 10,
+    synthetic_size: int = 512,
+    workers: int = 0,
+) -> ImageData:
+    """Load a split of a dataset (``data_shape``, ``num_classes``, ``synthetic_size``: synthetic only)."""
+    if name == "synthetic":
+        return synthetic_dataset(synthetic_size, data_shape, num_classes, seed=0 if train else 1)
+    if root is None:
+        raise ValueError(f"dataset {name!r} needs a data root (--data-root)")
+    root = Path(root)
+    if name == "mnist":
+        return _torchvision_dataset("MNIST", root, train, download)
+    if name == "cifar10":
+        return _torchvision_dataset("CIFAR10", root, train, download)
+    if name == "imagefolder":
+        return _image_folder(root / ("train" if train else "test"), workers)
+    raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+
+
+def _torchvision_dataset(kind: str, root: Path, train: bool, download: bool) -> ImageData:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, kind)
+    try:
+        dataset = cls(root=str(root), train=train, download=download)
+    except RuntimeError as error:
+        raise DatasetNotFoundError(
+            f"{kind} not found under data root {root!s} ({error}). Expected torchvision's layout "
+            f"({root}/{kind}/raw/ for MNIST, {root}/cifar-10-batches-py/ for CIFAR10). Pass "
+            "--download to fetch it when online, or point --data-root at a folder holding it."
+        ) from None
+    if kind == "MNIST":
+        images = dataset.data[:, None].contiguous()
+        labels = dataset.targets.to(torch.int64)
+    else:
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
+    return ImageData(images, labels, tuple(dataset.classes))
+
+
+def _image_folder(folder: Path, workers: int) -> ImageData:
+    import torchvision
+    from torch.utils.data import DataLoader
+
+    if not folder.is_dir() or not any(p.is_dir() for p in folder.iterdir()):
+        raise DatasetNotFoundError(
+            f"no image folder at {folder!s}: expected one sub-folder per class "
+            f"({folder}/<class>/<image>). For the CIFAR-10 JPEG copy, pass --data-root "
+            ".../cifar10-jpeg (holding train/ and test/)."
+        )
+    dataset = torchvision.datasets.ImageFolder(
+        str(folder), transform=torchvision.transforms.PILToTensor()
+    )
+    loader = DataLoader(dataset, batch_size=1000, num_workers=workers)
+    images, labels = zip(*loader, strict=True)
+    return ImageData(torch.cat(images), torch.cat(labels).to(torch.int64), tuple(dataset.classes))
+
+
+def synthetic_dataset(
+    size: int, data_shape: tuple[int, int, int], num_classes: int, seed: int
+) -> ImageData:
+    """``size`` 8-bit images: a fixed random template per class plus pixel noise (class-separable).
+
+    Templates depend only on the shape and class count; ``seed`` draws the labels and the noise.
+    """
+    templates = torch.rand((num_classes, *data_shape), generator=torch.Generator().manual_seed(7))
+    generator = torch.Generator().manual_seed(1000 + seed)
+    labels = torch.randint(0, num_classes, (size,), generator=generator)
+    noise = 0.15 * torch.randn((size, *data_shape), generator=generator)
+    values = (0.2 + 0.6 * templates[labels] + noise).clamp(0.0, 1.0)
+    images = (values * 255).round().to(torch.uint8)
+    return ImageData(images, labels, tuple(f"class{c}" for c in range(num_classes)))
+
+
+def augment(
+    x: Tensor, crop_padding: int, hflip: bool, generator: torch.Generator | None = None
+) -> Tensor:
+    """Random crop after ``crop_padding`` pixels of edge padding (torchvision's ``RandomCrop(…,
+    padding_mode='edge')``), then a random horizontal flip when ``hflip``; per image, batch-wise."""
+    batch, _, height, width = x.shape
+    if crop_padding > 0:
+        padded = F.pad(x, (crop_padding,) * 4, mode="replicate")
+        offsets = torch.randint(0, 2 * crop_padding + 1, (batch, 2), generator=generator)
+        rows = offsets[:, 0, None] + torch.arange(height)
+        cols = offsets[:, 1, None] + torch.arange(width)
+        index = torch.arange(batch)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(
+            0, 3, 1, 2
+        )
+    if hflip:
+        flip = torch.rand(batch, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x.contiguous()

@@ -1,0 +1,253 @@
+"""The class-conditional GLOW: preprocessing → flow → class-conditional prior (Sections 2.1, 5).
+
+Every method takes ``x``, a batch of images in [−0.5, 0.5] of the dataset's shape (``(B, 1, 28,
+28)`` for MNIST); padding to 32×32 and the noise channels are done inside. Those draw random
+numbers: pass a seeded ``generator`` for a deterministic, differentiable ``log p(x | y)`` (the
+attacks do), or none to use torch's global generator. One encoding serves all classes: only the
+prior depends on ``y``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from flows.glow import Glow
+from flows.objectives import OBJECTIVES
+from flows.preprocess import add_noise_channels, bits_per_dim, pad_image
+from flows.presets import ARCHITECTURE_FIELDS, Preset, get_preset
+from flows.priors import (
+    ClassCauchy,
+    ClassGaussian,
+    ClassGaussianLaplace,
+    ClassLaplace,
+    ClassPrior,
+    LabelSmoothed,
+    SplitPrior,
+)
+
+#: prior name → (prior family, training objective). *Base* and *Reweight* share the Gaussian
+#: prior and differ in the objective (Sec. 6.1); the Appendix B priors train with eq. (6).
+PRIORS: dict[str, tuple[str, str]] = {
+    "base": ("gaussian", "nll"),
+    "reweight": ("gaussian", "reweighted"),
+    "split": ("split", "split"),
+    "laplace": ("laplace", "reweighted"),
+    "cauchy": ("cauchy", "reweighted"),
+    "gaussian-laplace": ("gaussian-laplace", "reweighted"),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; saved as JSON beside every checkpoint."""
+
+    preset: str
+    prior: str
+    data_shape: tuple[int, int, int]
+    padded_size: int
+    levels: int
+    steps: int
+    hidden_channels: int
+    num_classes: int = 10
+    objective: str = "nll"
+    split_sigma: float = 0.5
+    split_weight: float = 1.0
+    label_smoothing: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        values = dict(values)
+        values["data_shape"] = tuple(values["data_shape"])
+        return cls(**values)
+
+
+class FlowOutput(NamedTuple):
+    """What one encoding gives: latents, ``log p(x|c)`` for every class, and the prior's logits."""
+
+    z: Tensor
+    class_log_likelihoods: Tensor
+    logits: Tensor
+
+
+class ConditionalGlow(nn.Module):
+    """Class-conditional GLOW; build it with :func:`build_model`."""
+
+    def __init__(self, config: ModelConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        channels = config.data_shape[0]
+        self.flow = Glow(
+            in_channels=2 * channels,
+            image_size=config.padded_size,
+            levels=config.levels,
+            steps=config.steps,
+            hidden_channels=config.hidden_channels,
+            generator=generator,
+        )
+        self.prior = _make_prior(config, self.flow.dim)
+
+    @property
+    def num_dims(self) -> int:
+        """``D``, the data dimension bits/dim divide by: ``C·32·32`` (padded, without noise)."""
+        return self.config.data_shape[0] * self.config.padded_size**2
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def encode(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """``x → (z, logdet)`` with ``log p(x | y) = prior.log_prob(z, y) + logdet``.
+
+        ``logdet`` is the flow's ``log|det ∂z/∂x̃|`` on the padded input ``x̃ = (pad(x), u)`` minus the
+        noise channels' log-density ``log q(u)`` (:mod:`flows.preprocess`).
+        """
+        self._check_input(x)
+        padded = pad_image(x, self.config.padded_size, generator)
+        padded, log_q = add_noise_channels(padded, generator)
+        z, logdet = self.flow(padded)
+        return z, logdet - log_q
+
+    def decode(self, z: Tensor) -> Tensor:
+        """``z → x`` of the dataset's shape (the exact inverse; noise channels and border dropped)."""
+        padded, _ = self.flow.inverse(z)
+        channels, height, width = self.config.data_shape
+        top = (self.config.padded_size - height) // 2
+        left = (self.config.padded_size - width) // 2
+        return padded[:, :channels, top : top + height, left : left + width]
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> FlowOutput:
+        """One encoding → :class:`FlowOutput` (what training needs; also what DDP wraps)."""
+        z, logdet = self.encode(x, generator)
+        class_log_likelihoods = self.prior.log_prob(z) + logdet[:, None]
+        return FlowOutput(z, class_log_likelihoods, self.prior.logits(z))
+
+    def class_log_likelihoods(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, C)``: ``log p(x | y = c)`` in nats, for every class from one encoding."""
+        z, logdet = self.encode(x, generator)
+        return self.prior.log_prob(z) + logdet[:, None]
+
+    def log_prob(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``(B,)``: ``log p(x) = logsumexp_c log p(x | c) − log C`` (uniform class prior)."""
+        return _mixture_log_prob(self.class_log_likelihoods(x, generator))
+
+    def predict_proba(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``(B, C)``: ``p(y | x)`` by Bayes' rule with a uniform class prior."""
+        return torch.softmax(self.class_log_likelihoods(x, generator), dim=1)
+
+    def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``(B,)``: ``−log p(x)`` in bits per data dimension (:func:`flows.preprocess.bits_per_dim`).
+
+        ``x`` is taken as a point of the continuous space; pass dequantised images for the standard
+        estimate on a dataset.
+        """
+        return bits_per_dim(self.log_prob(x, generator), self.num_dims)
+
+    @torch.no_grad()
+    def initialise(self, x: Tensor, generator: torch.Generator | None = None) -> None:
+        """Data-dependent actnorm initialisation from one batch (a no-op once initialised)."""
+        self.encode(x, generator)
+
+    def sample(
+        self, y: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> Tensor:
+        """Images ``x ~ p(x | y)`` (dataset shape), by decoding prior samples."""
+        return self.decode(self.prior.sample(y, generator=generator, temperature=temperature))
+
+    def _check_input(self, x: Tensor) -> None:
+        expected = tuple(self.config.data_shape)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(
+                f"expected images shaped (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+            )
+
+
+def _mixture_log_prob(class_log_likelihoods: Tensor) -> Tensor:
+    num_classes = class_log_likelihoods.shape[1]
+    return torch.logsumexp(class_log_likelihoods, dim=1) - math.log(num_classes)
+
+
+def _make_prior(config: ModelConfig, dim: int) -> ClassPrior:
+    family, _ = PRIORS[config.prior]
+    classes = config.num_classes
+    prior: ClassPrior
+    if family == "gaussian":
+        prior = ClassGaussian(dim, classes)
+    elif family == "split":
+        prior = SplitPrior(dim, classes, sigma=config.split_sigma)
+    elif family == "laplace":
+        prior = ClassLaplace(dim, classes)
+    elif family == "cauchy":
+        prior = ClassCauchy(dim, classes)
+    else:
+        prior = ClassGaussianLaplace(dim, classes)
+    if config.label_smoothing > 0:
+        prior = LabelSmoothed(prior, config.label_smoothing)
+    return prior
+
+
+def model_config(
+    preset: str | Preset, prior: str, num_classes: int = 10, **overrides: object
+) -> ModelConfig:
+    """Resolve a preset, a prior name and overrides into a :class:`ModelConfig`."""
+    resolved = get_preset(preset)
+    if prior not in PRIORS:
+        raise ValueError(f"unknown prior {prior!r}; expected one of {sorted(PRIORS)}")
+    allowed = set(ARCHITECTURE_FIELDS) | {
+        "objective",
+        "split_sigma",
+        "split_weight",
+        "label_smoothing",
+    }
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise TypeError(f"unknown override(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    values: dict = {field: getattr(resolved, field) for field in ARCHITECTURE_FIELDS}
+    values["objective"] = PRIORS[prior][1]
+    values.update(overrides)
+    if values["objective"] not in OBJECTIVES:
+        raise ValueError(f"unknown objective {values['objective']!r}; expected one of {OBJECTIVES}")
+    return ModelConfig(
+        preset=resolved.name,
+        prior=prior,
+        data_shape=resolved.data_shape,
+        padded_size=resolved.padded_size,
+        num_classes=num_classes,
+        **values,
+    )
+
+
+def build_model(
+    preset: str | Preset,
+    prior: str,
+    num_classes: int = 10,
+    generator: torch.Generator | None = None,
+    **overrides: object,
+) -> ConditionalGlow:
+    """Build an untrained class-conditional GLOW.
+
+    ``preset`` names a :data:`flows.presets.PRESETS` entry (or is a :class:`Preset`); ``prior`` is
+    one of :data:`PRIORS`; ``overrides`` change ``levels``, ``steps``, ``hidden_channels``, and the
+    prior options ``objective``, ``split_sigma``, ``split_weight``, ``label_smoothing``.
+    ``generator`` seeds the random rotations of the 1×1 convolutions.
+    """
+    return ConditionalGlow(model_config(preset, prior, num_classes, **overrides), generator)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> ConditionalGlow:
+    """The trained model from a run folder (its ``checkpoint.pt``) or a checkpoint file, in eval mode."""
+    from flows.checkpoint import load_checkpoint, resolve_checkpoint
+
+    checkpoint = load_checkpoint(resolve_checkpoint(path), map_location=map_location)
+    model = ConditionalGlow(ModelConfig.from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.to(map_location).eval()

@@ -1,0 +1,173 @@
+"""Boundary attack, plain and on the C+1-way decision, on models with known answers."""
+
+import pytest
+import torch
+
+from flows.attacks import (
+    BoundaryAttack,
+    LikelihoodDetector,
+    ThreatModel,
+    boundary_attack,
+    modified_boundary_attack,
+    random_targets,
+    select_starting_points,
+)
+
+BUDGET = 2000
+
+
+def classify(model):
+    return lambda z: model.class_log_likelihoods(z).argmax(1)
+
+
+def test_untargeted_within_10_percent_of_analytic_in_budget(two_gaussian, class0_points):
+    x, y = class0_points
+    analytic = -(x.flatten(1) @ two_gaussian.u)
+    result = boundary_attack(classify(two_gaussian), x, y, max_queries=BUDGET, seed=1)
+    assert result.success.all()
+    assert (result.queries <= BUDGET).all()
+    assert (result.l2 >= analytic * (1 - 1e-9)).all()
+    assert (result.l2 <= 1.1 * analytic).all()
+    assert (two_gaussian.class_log_likelihoods(result.adversarial).argmax(1) == 1).all()
+
+
+def test_targeted_linear_three_classes_from_noise(model_classes):
+    _, Linear = model_classes
+    weight = [[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 1.0]]
+    model = Linear(weight, [0.3, 0.0, 0.0], offset=-1000.0)
+    x = torch.tensor([[0.1, 0.1, 0.0, -0.2], [0.1, -0.2, 0.3, 0.0]], dtype=torch.float64)
+    y, targets = torch.tensor([0, 0]), torch.tensor([2, 1])
+    expected = torch.tensor([model.min_distance(x[0], 0, 2), model.min_distance(x[1], 0, 1)])
+    result = boundary_attack(
+        lambda z: model(z).argmax(1), x, y, targets=targets, max_queries=BUDGET
+    )
+    assert torch.equal(model(result.adversarial).argmax(1), targets)
+    assert (result.l2 <= 1.1 * expected.double()).all()
+    assert (result.l2 >= expected.double() * (1 - 1e-9)).all()
+
+
+def test_bounds_always_respected(model_classes):
+    """An optimum on the box face: every returned coordinate stays inside."""
+    _, Linear = model_classes
+    model = Linear([[0.0, 0.0, 0.0], [1.0, 0.2, 0.0]], [0.0, -0.45])
+    x = torch.tensor([[0.45, -0.3, 0.5], [-0.5, 0.5, -0.5]], dtype=torch.float64)
+    result = boundary_attack(
+        lambda z: model(z).argmax(1), x, torch.zeros(2, dtype=torch.long), max_queries=1000
+    )
+    assert result.success.all()
+    assert result.adversarial.min() >= -0.5 and result.adversarial.max() <= 0.5
+    assert (model(result.adversarial).argmax(1) == 1).all()
+
+
+def test_deterministic_under_seed_and_batch_size_invariant(two_gaussian, class0_points):
+    x, y = class0_points
+    run = {"max_queries": 300, "seed": 7}
+    whole = boundary_attack(classify(two_gaussian), x, y, **run)
+    again = boundary_attack(classify(two_gaussian), x, y, **run)
+    split = boundary_attack(classify(two_gaussian), x, y, batch_size=4, **run)
+    for other in (again, split):
+        assert torch.equal(other.adversarial, whole.adversarial)
+        assert torch.equal(other.queries, whole.queries)
+    other_seed = boundary_attack(classify(two_gaussian), x, y, max_queries=300, seed=8)
+    assert not torch.equal(other_seed.adversarial, whole.adversarial)
+
+
+def test_constant_model_reports_initialisation_failure():
+    x = torch.zeros(3, 4, dtype=torch.float64)
+    result = boundary_attack(
+        lambda z: torch.zeros(len(z), dtype=torch.long), x, torch.zeros(3, dtype=torch.long),
+        init_attempts=20,
+    )
+    assert not result.success.any()
+    assert torch.isinf(result.l2).all()
+    assert torch.equal(result.adversarial, x)
+    assert all("initialisation failed" in s and "20" in s for s in result.status)
+    assert (result.queries == 1 + 20).all()
+
+
+def test_non_adversarial_starting_points_are_reported(two_gaussian, class0_points):
+    x, y = class0_points
+    result = boundary_attack(classify(two_gaussian), x, y, starts=x.flip(0), max_queries=100)
+    assert not result.success.any()
+    assert all(s == "starting point is not adversarial" for s in result.status)
+
+
+def test_already_adversarial_input_is_returned_unchanged(two_gaussian):
+    x = two_gaussian.on_axis([0.1])
+    result = boundary_attack(classify(two_gaussian), x, torch.tensor([0]))
+    assert result.success.all() and result.l2.item() == 0 and result.queries.item() == 1
+
+
+def c_plus_1(two_gaussian, threshold=6.2):
+    det = LikelihoodDetector(threshold=threshold, num_dims=two_gaussian.dim)
+    return ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim, det), det
+
+
+def test_modified_boundary_attack_respects_detector_and_is_near_analytic(two_gaussian):
+    m = two_gaussian
+    tm, det = c_plus_1(m)
+    s0 = torch.tensor([-0.3, -0.2, -0.35])
+    x, y = m.on_axis(s0), torch.zeros(3, dtype=torch.long)
+    pool_s = torch.linspace(-0.4, 0.4, 9)
+    pool_x, pool_y = m.on_axis(pool_s), (pool_s > 0).long()
+    result, targets = modified_boundary_attack(
+        tm.decision, x, y, pool_x, pool_y, reject_label=2, max_queries=BUDGET
+    )
+    assert targets.tolist() == [1, 1, 1]
+    assert result.success.all()
+    assert torch.equal(tm.decision(result.adversarial), targets)
+    assert not det.detected(m.bits_per_dim(result.adversarial)).any()
+    analytic = (m.first_undetected_s(det.threshold) - s0).double()
+    assert (result.l2 >= analytic * (1 - 1e-6)).all()
+    assert (result.l2 <= 1.1 * analytic).all()
+
+
+def test_c_plus_1_attack_from_noise_cannot_initialise(two_gaussian):
+    """Section 6.2: random images are all "non-image", so the plain initialisation fails."""
+    tm, _ = c_plus_1(two_gaussian)
+    x = two_gaussian.on_axis([-0.3, -0.2])
+    result = boundary_attack(
+        tm.decision, x, torch.zeros(2, dtype=torch.long), targets=torch.ones(2, dtype=torch.long),
+        reject_label=2, init_attempts=50,
+    )
+    assert not result.success.any()
+    assert all("initialisation failed" in s for s in result.status)
+
+
+def test_untargeted_c_plus_1_never_counts_non_image_as_success(two_gaussian):
+    tm, det = c_plus_1(two_gaussian, threshold=5.9)
+    x = two_gaussian.on_axis([-0.25])
+    start = two_gaussian.on_axis([0.25])
+    assert tm.decision(x).item() == 0 and tm.decision(start).item() == 1
+    result = boundary_attack(
+        tm.decision, x, torch.tensor([0]), starts=start, reject_label=2, max_queries=500
+    )
+    assert result.success.all()
+    assert tm.decision(result.adversarial).item() == 1
+    assert not det.detected(two_gaussian.bits_per_dim(result.adversarial)).any()
+
+
+def test_starting_points_are_correct_undetected_images_of_the_target(two_gaussian):
+    tm, _ = c_plus_1(two_gaussian)
+    pool_s = torch.tensor([-0.25, 0.25, 0.02, 0.3, -0.02])  # ±0.02 lie in the detected gap
+    pool_x, pool_y = two_gaussian.on_axis(pool_s), torch.tensor([0, 1, 1, 0, 0])
+    targets = torch.tensor([1, 1, 1, 1, 0, 0])
+    starts = select_starting_points(tm.decision, pool_x, pool_y, targets, seed=3)
+    assert torch.equal(starts[:4], pool_x[1:2].expand(4, -1, -1, -1))
+    assert torch.equal(starts[4:], pool_x[:1].expand(2, -1, -1, -1))
+    with pytest.raises(ValueError, match="no pool image of class 1"):
+        select_starting_points(tm.decision, pool_x[2:], pool_y[2:], targets, seed=3)
+
+
+def test_random_targets_differ_from_labels_and_cover_classes():
+    y = torch.arange(10).repeat(50)
+    t = random_targets(y, 10, seed=0)
+    assert (t != y).all() and set(t.tolist()) == set(range(10))
+    assert torch.equal(t, random_targets(y, 10, seed=0))
+
+
+def test_invalid_hyperparameters():
+    with pytest.raises(ValueError):
+        BoundaryAttack(step_adaptation=1.0)
+    with pytest.raises(ValueError):
+        BoundaryAttack(init_attempts=0)

@@ -1,0 +1,134 @@
+"""Carlini–Wagner L2 on models with an analytic minimal adversarial."""
+
+import pytest
+import torch
+
+from flows.attacks import CarliniWagnerL2, LikelihoodDetector, Misclassified, carlini_wagner_l2
+
+FAST = {"binary_search_steps": 6, "steps": 300}
+
+
+def test_untargeted_two_gaussian_within_1e_2_relative(two_gaussian, class0_points):
+    x, y = class0_points
+    analytic = -(x.flatten(1) @ two_gaussian.u)
+    result = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, **FAST)
+    assert result.success.all()
+    torch.testing.assert_close(result.l2, analytic, rtol=1e-2, atol=0)
+    labels = two_gaussian.class_log_likelihoods(result.adversarial).argmax(1)
+    assert (labels == 1).all()
+    assert (result.queries > 0).all() and result.status == ("success",) * 6
+
+
+def test_targeted_linear_three_classes_at_log_likelihood_scale(model_classes):
+    """Scores of order −10³: targeted and untargeted distances match the hyperplane distances."""
+    _, Linear = model_classes
+    weight = [[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 1.0]]
+    model = Linear(weight, [0.3, 0.0, 0.0], offset=-1000.0)
+    x = torch.tensor([[0.1, 0.1, 0.0, -0.2], [0.1, -0.2, 0.3, 0.0]], dtype=torch.float64)
+    y = model(x).argmax(1)
+    assert y.tolist() == [0, 0]
+    dist = {t: torch.tensor([model.min_distance(xi, 0, t) for xi in x]) for t in (1, 2)}
+    nearest = torch.where(dist[1] < dist[2], 1, 2)
+    assert nearest.tolist() == [1, 2]  # different runner-ups, so a wrong pick would show
+    untargeted = carlini_wagner_l2(model, x, y, **FAST)
+    assert torch.equal(model(untargeted.adversarial).argmax(1), nearest)
+    torch.testing.assert_close(
+        untargeted.l2, torch.minimum(dist[1], dist[2]).double(), rtol=1e-2, atol=0
+    )
+    targets = torch.tensor([2, 1])
+    targeted = carlini_wagner_l2(model, x, y, targets=targets, **FAST)
+    assert torch.equal(model(targeted.adversarial).argmax(1), targets)
+    expected = torch.stack([dist[2][0], dist[1][1]]).double()
+    torch.testing.assert_close(targeted.l2, expected, rtol=1e-2, atol=0)
+
+
+def test_detection_aware_matches_analytic_and_plain_cw_is_detected(two_gaussian):
+    m = two_gaussian
+    det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
+    s0 = torch.tensor([-0.3, -0.2, -0.35])
+    x, y = m.on_axis(s0), torch.zeros(3, dtype=torch.long)
+    assert not det.detected(m.bits_per_dim(x)).any()
+    s_star = m.first_undetected_s(det.threshold)
+    plain = carlini_wagner_l2(m.class_log_likelihoods, x, y, **FAST)
+    assert plain.success.all() and det.detected(m.bits_per_dim(plain.adversarial)).all()
+    aware = carlini_wagner_l2(
+        m.class_log_likelihoods, x, y, bits_per_dim_fn=m.bits_per_dim, detector=det, **FAST
+    )
+    assert aware.success.all()
+    assert not det.detected(m.bits_per_dim(aware.adversarial)).any()
+    assert (m.class_log_likelihoods(aware.adversarial).argmax(1) == 1).all()
+    torch.testing.assert_close(aware.l2, (s_star - s0).double(), rtol=1e-2, atol=0)
+
+
+def test_confidence_gives_the_requested_log_posterior_margin(two_gaussian, class0_points):
+    x, y = class0_points
+    result = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, confidence=3.0, **FAST)
+    log_post = torch.log_softmax(two_gaussian.class_log_likelihoods(result.adversarial), 1)
+    assert (log_post[:, 1] - log_post[:, 0] >= 3.0).all()
+
+
+def test_bounds_respected_when_the_box_binds(model_classes):
+    """The unconstrained optimum lies outside [−0.5, 0.5]; the result stays inside."""
+    _, Linear = model_classes
+    model = Linear([[0.0, 0.0], [1.0, 0.2]], [0.0, -0.45])
+    x = torch.tensor([[0.3, 0.0], [0.45, -0.3]], dtype=torch.float64)
+    result = carlini_wagner_l2(model, x, torch.zeros(2, dtype=torch.long), **FAST)
+    assert result.success.all()
+    assert result.adversarial.min() >= -0.5 and result.adversarial.max() <= 0.5
+    assert (result.l2 > torch.tensor([model.min_distance(xi, 0, 1) for xi in x])).all()
+
+
+def test_deterministic_and_batch_size_invariant(two_gaussian, class0_points):
+    x, y = class0_points
+    kwargs = {"binary_search_steps": 3, "steps": 100}
+    whole = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, **kwargs)
+    again = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, **kwargs)
+    split = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, batch_size=4, **kwargs)
+    for other in (again, split):
+        torch.testing.assert_close(other.adversarial, whole.adversarial, rtol=0, atol=1e-12)
+        assert torch.equal(other.queries, whole.queries)
+        assert torch.equal(other.success, whole.success)
+
+
+def test_constant_model_fails_and_never_claims_success():
+    x = torch.zeros(3, 5, dtype=torch.float64)
+
+    def constant(z):
+        scores = torch.tensor([2.0, 1.0], dtype=z.dtype).expand(len(z), 2)
+        return scores + 0 * z.sum(1, keepdim=True)  # differentiable, gradient zero
+
+    result = carlini_wagner_l2(constant, x, torch.zeros(3, dtype=torch.long), **FAST)
+    assert not result.success.any()
+    assert torch.isinf(result.l2).all()
+    assert torch.equal(result.adversarial, x)
+    assert all("no adversarial" in s for s in result.status)
+
+
+def test_already_misclassified_input_costs_nothing(model_classes):
+    _, Linear = model_classes
+    model = Linear([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
+    x = torch.tensor([[0.0, 0.3]], dtype=torch.float64)
+    result = carlini_wagner_l2(model, x, torch.tensor([0]), binary_search_steps=1, steps=10)
+    assert result.success.all() and result.l2.item() < 1e-5
+
+
+def test_argument_validation(two_gaussian, class0_points):
+    x, y = class0_points
+    with pytest.raises(ValueError, match="together"):
+        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, bits_per_dim_fn=abs)
+    with pytest.raises(ValueError, match="bounds"):
+        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x + 1.0, y)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y[:2])
+    with pytest.raises(ValueError, match="steps"):
+        CarliniWagnerL2(steps=0)
+
+
+def test_class_api_with_criterion_object(two_gaussian, class0_points):
+    x, y = class0_points
+    from flows.attacks import Observation
+
+    result = CarliniWagnerL2(**FAST).run(
+        lambda z: Observation(logits=two_gaussian.class_log_likelihoods(z)), x, Misclassified(y)
+    )
+    assert result.success.all()

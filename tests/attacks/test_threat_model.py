@@ -1,0 +1,141 @@
+"""Threat model, fixed-noise wrapper, re-verification and Table 2 statistics."""
+
+import math
+
+import pytest
+import torch
+
+from flows.attacks import (
+    AttackResult,
+    FixedNoise,
+    LikelihoodDetector,
+    ThreatModel,
+    carlini_wagner_l2,
+    flows_threat_model,
+    table2_statistics,
+    verify,
+)
+
+
+def test_fixed_noise_with_generator_argument(model_classes):
+    TwoGaussian, _ = model_classes
+    m = TwoGaussian(noise=0.05)
+    x = m.on_axis([-0.2, 0.1])
+    fixed = FixedNoise(m.class_log_likelihoods, seed=3)
+    assert fixed.takes_generator
+    assert torch.equal(fixed(x), fixed(x))
+    assert not torch.equal(fixed(x), fixed.reseeded(4)(x))
+    assert not torch.equal(m.class_log_likelihoods(x), m.class_log_likelihoods(x))
+
+
+def test_fixed_noise_is_batch_invariant_one_realisation_for_all(model_classes):
+    TwoGaussian, _ = model_classes
+    m = TwoGaussian(noise=0.05)
+    x = m.on_axis([-0.2, 0.1, 0.3])
+    fixed = FixedNoise(m.class_log_likelihoods, seed=3)
+    whole = fixed(x)
+    torch.testing.assert_close(torch.cat([fixed(x[2:]), fixed(x[:2])]), whole[[2, 0, 1]])
+    same_input = fixed(torch.cat([x[:1], x[:1]]))
+    assert torch.equal(same_input[0], same_input[1])
+    layout_dependent = FixedNoise(m.class_log_likelihoods, seed=3, batch_invariant=False)
+    assert not torch.equal(layout_dependent(torch.cat([x[:1], x[:1]]))[1], whole[0])
+    assert torch.equal(layout_dependent(x[:1]), whole[:1])
+
+
+def test_fixed_noise_with_global_generator_leaves_caller_state_untouched():
+    def noisy(x):
+        return x + torch.rand(x.shape, dtype=x.dtype)
+
+    fixed = FixedNoise(noisy, seed=5)
+    assert not fixed.takes_generator
+    x = torch.zeros(2, 3)
+    torch.manual_seed(123)
+    first = fixed(x)
+    after = torch.rand(4)
+    torch.manual_seed(123)
+    expected_after = torch.rand(4)
+    assert torch.equal(first, fixed(x))
+    assert torch.equal(after, expected_after)
+
+
+def test_c_plus_1_decision(two_gaussian):
+    det = LikelihoodDetector(threshold=6.2, num_dims=two_gaussian.dim)
+    tm = ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim, det)
+    x = two_gaussian.on_axis([-0.25, -0.01, 0.01, 0.25])
+    assert tm.classify(x).tolist() == [0, 0, 1, 1]
+    assert tm.detected(x).tolist() == [False, True, True, False]
+    assert tm.decision(x).tolist() == [0, 2, 2, 1]
+    plain = tm.with_detector(None)
+    assert plain.decision(x).tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="no detector"):
+        plain.detected(x)
+    obs = tm.observe(x)
+    assert obs.logits.shape == (4, 2) and obs.bits_per_dim.shape == (4,)
+    assert tm.observe(x, with_detector=False).bits_per_dim is None
+
+
+def test_flows_threat_model_duck_typing(model_classes):
+    TwoGaussian, _ = model_classes
+    m = TwoGaussian(noise=0.05)
+    det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
+    x = m.on_axis([-0.25, 0.25])
+    tm = flows_threat_model(m, det, noise_seed=0, eps=1.5)
+    assert torch.equal(tm.decision(x), tm.decision(x))
+    assert torch.equal(tm.observe(x).bits_per_dim, tm.observe(x).bits_per_dim)
+    for i in range(2):
+        gen = torch.Generator().manual_seed(0)
+        expected = m.class_log_likelihoods(x[i : i + 1], generator=gen)
+        torch.testing.assert_close(tm.logits_fn(x)[i : i + 1], expected)
+    assert tm.eps == 1.5 and tm.bounds == (-0.5, 0.5)
+    with pytest.raises(TypeError, match="bits_per_dim"):
+        flows_threat_model(type("M", (), {"class_log_likelihoods": m.class_log_likelihoods})(), det)
+    passthrough = flows_threat_model(m, noise_seed=None)
+    assert passthrough.logits_fn == m.class_log_likelihoods
+
+
+def test_verify_rejects_false_claims_and_counts_table2(two_gaussian):
+    """Each example breaks exactly one rule (or none); statistics follow by hand."""
+    m = two_gaussian
+    det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
+    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, eps=1.0)
+    x = m.on_axis([-0.25] * 6)
+    adv = m.on_axis([0.25, 0.02, -0.1, 0.25, 0.25, 0.25])
+    adv[3, 0, 0, 0] = 0.7  # out of bounds (still class 1)
+    adv[4] = m.point(0.9)[0]  # beyond eps: distance 1.15
+    claimed = torch.tensor([True, True, True, True, True, False])
+    result = AttackResult(adv, claimed, torch.zeros(6), torch.ones(6, dtype=torch.long), ("",) * 6)
+    v = verify(tm, x, result, torch.zeros(6, dtype=torch.long))
+    assert v.in_bounds.tolist() == [True, True, True, False, True, True]
+    assert v.within_eps.tolist() == [True, True, True, True, False, True]
+    assert v.fools_classifier.tolist() == [True, True, False, False, False, False]
+    assert v.detected[:3].tolist() == [False, True, False]  # raw detector verdicts
+    assert v.success_undetected.tolist() == [True, False, False, False, False, False]
+    torch.testing.assert_close(v.l2[:3], torch.tensor([0.5, 0.27, 0.15], dtype=torch.float64))
+    stats = table2_statistics(v)
+    assert stats["n"] == 6
+    assert math.isclose(stats["success_undetected_pct"], 100 / 6)
+    assert math.isclose(stats["fools_classifier_pct"], 200 / 6)
+    assert len(v.records()) == 6 and v.records()[0]["success_undetected"] is True
+    targeted = verify(tm, x, result, torch.zeros(6, dtype=torch.long),
+                      targets=torch.zeros(6, dtype=torch.long), eps=None)
+    assert targeted.fools_classifier.tolist() == [False, False, True, False, False, False]
+
+
+def test_verification_under_attack_noise_and_under_fresh_noise(model_classes):
+    """Adversarials found under a fixed noise seed all verify under it; fresh noise may differ."""
+    TwoGaussian, _ = model_classes
+    m = TwoGaussian(noise=0.05)
+    x, y = m.on_axis([-0.2, -0.25, -0.3, -0.22, -0.27, -0.18]), torch.zeros(6, dtype=torch.long)
+    attack_tm = flows_threat_model(m, noise_seed=0)
+    result = carlini_wagner_l2(attack_tm.logits_fn, x, y, binary_search_steps=5, steps=200)
+    assert result.success.all()
+    same = verify(attack_tm, x, result, y)
+    assert same.fools_classifier.all()
+    fresh = [verify(flows_threat_model(m, noise_seed=s), x, result, y) for s in (1, 2, 3)]
+    fooled_fresh = torch.stack([v.fools_classifier for v in fresh])
+    assert not fooled_fresh.all()  # right at the boundary: fresh noise flips some verdicts
+
+
+def test_threat_model_needs_detector_and_statistic_together(two_gaussian):
+    with pytest.raises(ValueError, match="together"):
+        ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim)
