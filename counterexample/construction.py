@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,6 +30,15 @@ from .dimension import feasible_lambda1_interval, find_dimension, validate_targe
 __all__ = ["Counterexample"]
 
 _LOG_HALF = math.log(0.5)
+
+
+class Component(NamedTuple):
+    """One uniform-annulus component ``weight * U(a, b)``; ``log_b`` is log(b) computed exactly."""
+
+    weight: float
+    a: float
+    b: float
+    log_b: float
 
 
 def _log(x: float) -> float:
@@ -107,15 +117,19 @@ class Counterexample:
         return np.linalg.norm(x, axis=-1)
 
     # ---------------------------------------------------------------- densities by norm
-    def _components(self, which: str, y: int) -> list[tuple[float, float, float]]:
-        """(weight, a, b) of the uniform-annulus mixture for p or q given class y."""
+    def _components(self, which: str, y: int) -> list[Component]:
+        """The uniform-annulus mixture components of p or q given class y."""
         if y not in (0, 1):
             raise ValueError(f"y must be 0 or 1, got {y!r}")
         if y == 1:
-            return [(self.lambda2, 0.0, 1.0), (1.0 - self.lambda2, 2.0, 3.0)]
+            return [Component(self.lambda2, 0.0, 1.0, 0.0),
+                    Component(1.0 - self.lambda2, 2.0, 3.0, math.log(3.0))]
+        outer = 1.0 + self.Delta
+        log_outer = math.log1p(self.Delta)  # exact even where fl(1 + Delta) is not
         if which == "q":
-            return [(1.0, 0.0, 1.0 + self.Delta)]
-        return [(self.lambda1, 0.0, 1.0), (1.0 - self.lambda1, 1.0, 1.0 + self.Delta)]
+            return [Component(1.0, 0.0, outer, log_outer)]
+        return [Component(self.lambda1, 0.0, 1.0, 0.0),
+                Component(1.0 - self.lambda1, 1.0, outer, log_outer)]
 
     def _log_scaled_mixture(self, r: np.ndarray, which: str, y: int) -> np.ndarray:
         r"""log of :math:`c_d\,f(x|y)`: the density with respect to the measure under which the unit
@@ -123,12 +137,26 @@ class Counterexample:
         keeps posteriors accurate to rounding at any d."""
         r = np.asarray(r, dtype=np.float64)
         out = np.full(r.shape, -np.inf)
-        for w, a, b in self._components(which, y):
+        for w, a, b, log_b in self._components(which, y):
             if w > 0:
                 inside = (r >= a) & (r <= b)
-                term = np.where(inside, _log(w) - log_radial_volume(a, b, self.d), -np.inf)
+                term = np.where(inside, _log(w) - log_radial_volume(a, b, self.d, log_b=log_b), -np.inf)
                 out = np.logaddexp(out, term)
         return out
+
+    def log_scaled_conditional(self, r: np.ndarray, which: str, y: int) -> np.ndarray:
+        r""":math:`\log(c_d\, f(x|y))` for f = p or q (``which``): the log-density minus
+        :math:`\log c_d`. Differences of these (log-ratios, posteriors) keep full precision at any d,
+        whereas :math:`\log c_d \approx -\tfrac d2 \log d` swamps them in the plain log-densities."""
+        if which not in ("p", "q"):
+            raise ValueError(f"which must be 'p' or 'q', got {which!r}")
+        return self._log_scaled_mixture(r, which, y)
+
+    def log_scaled_marginal(self, r: np.ndarray, which: str) -> np.ndarray:
+        r""":math:`\log(c_d\, f(x))` for the marginal f = p(x) or q(x), see :meth:`log_scaled_conditional`."""
+        return _LOG_HALF + np.logaddexp(
+            self.log_scaled_conditional(r, which, 0), self.log_scaled_conditional(r, which, 1)
+        )
 
     def _log_mixture(self, r: np.ndarray, which: str, y: int) -> np.ndarray:
         return self._log_scaled_mixture(r, which, y) - self.log_unit_ball_volume

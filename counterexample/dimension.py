@@ -364,7 +364,11 @@ def find_dimension_eq19(eps: float, delta: float, Delta: float) -> int:
 
     Kept for comparison only: it can return a d at which no :math:`\lambda_1` meets condition 3
     (:math:`\lambda_1 \le 1 - e^{-\epsilon}`), e.g. ``eps=10, delta=0.4, Delta=1`` gives 1 where
-    :func:`find_dimension` gives 2. The left inequality is strict here, as printed in (19).
+    :func:`find_dimension` gives 2. For small :math:`\Delta` the set of d satisfying (19) is not even
+    an upper set: at small d its right side :math:`\epsilon/(d\log(1+\Delta))` exceeds 1, so (19)
+    holds trivially (e.g. ``eps=1, delta=0.1, Delta=1e-3`` gives 1 against 6226), although no
+    probability :math:`\lambda_1 \le 1` meets condition 3 there. The left inequality is strict here,
+    as printed in (19).
     """
     eps, delta, Delta = validate_targets(eps, delta, Delta)
     checker = _checker_for(eps, delta, Delta)

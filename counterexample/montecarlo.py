@@ -22,7 +22,6 @@ from .proposition import (
     attack_conditions,
     attack_success_probability,
     attacked_radius,
-    log_median_q_density,
 )
 
 __all__ = [
@@ -44,16 +43,21 @@ def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
 
 
 def sample_annulus_norms(
-    n: int, a: float, b: float, d: int, rng: np.random.Generator | int | None = None
+    n: int, a: float, b: float, d: int, rng: np.random.Generator | int | None = None, *,
+    log_b: float | None = None,
 ) -> np.ndarray:
-    """Norms of n points drawn from U(a, b) in R^d, shape (n,), by the log-space inverse CDF."""
+    """Norms of n points drawn from U(a, b) in R^d, shape (n,), by the log-space inverse CDF.
+
+    ``log_b`` optionally gives log(b) exactly (e.g. ``log1p(Delta)`` for b = 1 + Delta).
+    """
     if not 0.0 <= a < b:
         raise ValueError(f"need 0 <= a < b, got a={a!r}, b={b!r}")
+    lb = math.log(b) if log_b is None else log_b
     u = _rng(rng).random(n)
     with np.errstate(divide="ignore"):
-        log_ratio_d = d * (math.log(a) - math.log(b)) if a > 0 else -np.inf
+        log_ratio_d = d * (math.log(a) - lb) if a > 0 else -np.inf
         inner = np.logaddexp(np.log(u), np.log1p(-u) + log_ratio_d)
-    return b * np.exp(inner / d)
+    return np.minimum(np.exp(lb + inner / d), b)
 
 
 def _directions(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
@@ -83,11 +87,11 @@ def _sample_component_norms(
     for cls in (0, 1):
         idx = np.flatnonzero(y == cls)
         comps = ce._components(which, cls)
-        weights = np.array([w for w, _, _ in comps])
+        weights = np.array([c.weight for c in comps])
         pick = rng.choice(len(comps), size=idx.size, p=weights / weights.sum())
-        for k, (_, a, b) in enumerate(comps):
+        for k, c in enumerate(comps):
             sel = idx[pick == k]
-            r[sel] = sample_annulus_norms(sel.size, a, b, ce.d, rng)
+            r[sel] = sample_annulus_norms(sel.size, c.a, c.b, ce.d, rng, log_b=c.log_b)
     return r
 
 
@@ -161,12 +165,12 @@ def monte_carlo_kl(
         r = ce.norms(x)
     else:
         r, labels = sample_norms(ce, n, first, y, rng)
-    log_first = {"p": ce.log_p_conditional, "q": ce.log_q_conditional}[first]
-    log_second = {"p": ce.log_p_conditional, "q": ce.log_q_conditional}[second]
     values = np.empty(n)
     for cls in (0, 1):
         sel = labels == cls
-        values[sel] = log_first(r[sel], cls) - log_second(r[sel], cls)
+        # log c_d cancels in the ratio: use the scaled densities, exact at any d
+        values[sel] = (ce.log_scaled_conditional(r[sel], first, cls)
+                       - ce.log_scaled_conditional(r[sel], second, cls))
     return _estimate(values)
 
 
@@ -219,7 +223,7 @@ def simulate_attack(
         r_bar = ce.norms(x_bar)
     else:
         distance, r_bar = r_att - rho, rho
-    items = attack_conditions(ce, delta, r_att, r_bar, distance, log_median_q_density(ce))
+    items = attack_conditions(ce, delta, r_att, r_bar, distance)
     ok = np.logical_and.reduce(list(items.values())) if r_att.size else np.zeros(0, bool)
     success = np.zeros(n)
     success[np.flatnonzero(attacked)[ok]] = 1.0

@@ -93,9 +93,9 @@ def radial_regions(ce: Counterexample) -> list[Region]:
         masses = []
         for y in (0, 1):
             m = sum(
-                w * annulus_interval_probability(lo, hi, a, b, ce.d)
-                for w, a, b in ce._components("p", y)
-                if w > 0
+                c.weight * annulus_interval_probability(lo, hi, c.a, c.b, ce.d, log_b=c.log_b)
+                for c in ce._components("p", y)
+                if c.weight > 0
             )
             masses.append(0.5 * m)
         regions.append(Region(lo, hi, (masses[0], masses[1])))
@@ -113,11 +113,16 @@ def _at_least(a: np.ndarray, b: float, rtol: float) -> np.ndarray:
 
 def log_median_q_density(ce: Counterexample) -> float:
     r"""Lower median of :math:`\log q(X)` for :math:`X \sim p` (the "median density" of item 5)."""
+    return _log_median_scaled(ce) - ce.log_unit_ball_volume
+
+
+def _log_median_scaled(ce: Counterexample) -> float:
+    """The same median for the scaled density log(c_d q(x)), used for exact comparisons."""
     pairs = []
     for reg in radial_regions(ce):
         mass = sum(reg.p_mass)
         if mass > 0:
-            pairs.append((float(ce.log_q_marginal(reg.representative)), mass))
+            pairs.append((float(ce.log_scaled_marginal(reg.representative, "q")), mass))
     pairs.sort()
     cumulative = 0.0
     for value, mass in pairs:
@@ -129,13 +134,16 @@ def log_median_q_density(ce: Counterexample) -> float:
 
 def attack_conditions(
     ce: Counterexample, delta: float, r: np.ndarray, r_bar: np.ndarray, distance: np.ndarray,
-    log_median: float | None = None, rtol: float = 1e-12,
+    log_median_scaled: float | None = None, rtol: float = 1e-12,
 ) -> dict[str, np.ndarray]:
-    """Items 1–5 for points of norm ``r`` attacked to norm ``r_bar`` at ``distance`` (arrays)."""
+    """Items 1–5 for points of norm ``r`` attacked to norm ``r_bar`` at ``distance`` (arrays).
+
+    ``log_median_scaled`` (computed when omitted) is the median of log(c_d q(X)), X ~ p.
+    """
     r = np.asarray(r, dtype=np.float64)
     r_bar = np.asarray(r_bar, dtype=np.float64)
-    if log_median is None:
-        log_median = log_median_q_density(ce)
+    if log_median_scaled is None:
+        log_median_scaled = _log_median_scaled(ce)
     p_x, q_x = ce.p_posterior(r), ce.q_posterior(r)
     p_b, q_b = ce.p_posterior(r_bar), ce.q_posterior(r_bar)
     with np.errstate(invalid="ignore"):
@@ -150,13 +158,13 @@ def attack_conditions(
         item2 = (yp_b == yp_x) & (yq_b != yp_b)
         item3 = _at_least(q_b.max(-1), conf, rtol) & _at_least(p_b.max(-1), conf, rtol)
         item4 = np.asarray(distance) < ce.Delta
-        item5 = ce.log_q_marginal(r_bar) >= log_median
+        item5 = ce.log_scaled_marginal(r_bar, "q") >= log_median_scaled
     return {"item1": item1, "item2": item2, "item3": item3, "item4": item4, "item5": item5}
 
 
 def attack_success_probability(ce: Counterexample, delta: float) -> float:
     """Exact P over (x, y) ~ p that y = 0, x is in the shell and the attack meets items 1–5."""
-    log_median = log_median_q_density(ce)
+    log_median = _log_median_scaled(ce)
     total = 0.0
     for reg in radial_regions(ce):
         if reg.lo < 1.0 or reg.hi > 1.0 + ce.Delta or reg.p_mass[0] == 0:
@@ -175,8 +183,9 @@ def ball_probability_bound(ce: Counterexample, radius: float | None = None) -> f
     ``radius`` defaults to :math:`\Delta` (item 6).
     """
     rho = ce.Delta if radius is None else radius
-    log_max_density = max(float(ce.log_p_marginal(reg.representative)) for reg in radial_regions(ce))
-    log_bound = log_max_density + ce.log_unit_ball_volume + ce.d * math.log(rho)
+    log_max_scaled = max(float(ce.log_scaled_marginal(reg.representative, "p"))
+                         for reg in radial_regions(ce))
+    log_bound = log_max_scaled + ce.d * math.log(rho)
     return math.exp(min(log_bound, 0.0))
 
 
@@ -190,9 +199,9 @@ def log_density_total_variation(ce: Counterexample, which: str = "p") -> float:
 
     .. math::  TV(f) = \sum_R |f(R^-) - f(R^+)|\; d\,c_d\,R^{d-1}, \qquad R \in \{1, 1+\Delta, 2, 3\}.
     """
-    log_f = ce.log_p_marginal if which == "p" else ce.log_q_marginal
     regions = radial_regions(ce)
-    values = [float(log_f(reg.representative)) for reg in regions] + [-math.inf]
+    values = [float(ce.log_scaled_marginal(reg.representative, which)) for reg in regions]
+    values.append(-math.inf)
     terms = []
     for i, reg in enumerate(regions):
         a, b = values[i], values[i + 1]
@@ -200,9 +209,8 @@ def log_density_total_variation(ce: Counterexample, which: str = "p") -> float:
             continue
         hi, lo = max(a, b), min(a, b)
         log_jump = hi + float(log1mexp(lo - hi)) if lo > -math.inf else hi
-        terms.append(
-            log_jump + math.log(ce.d) + ce.log_unit_ball_volume + (ce.d - 1) * math.log(reg.hi)
-        )
+        log_r = math.log1p(ce.Delta) if reg.hi == 1.0 + ce.Delta else math.log(reg.hi)
+        terms.append(log_jump + math.log(ce.d) + (ce.d - 1) * log_r)
     return float(np.logaddexp.reduce(terms)) if terms else -math.inf
 
 
@@ -253,7 +261,7 @@ def check_proposition(ce: Counterexample, eps: float, delta: float, rtol: float 
     r = np.array([1.0 + 0.5 * ce.Delta])
     r_bar = attacked_radius(r, ce.Delta)
     log_median = log_median_q_density(ce)
-    items = attack_conditions(ce, delta, r, r_bar, r - r_bar, log_median, rtol)
+    items = attack_conditions(ce, delta, r, r_bar, r - r_bar, _log_median_scaled(ce), rtol)
     p_x, q_x, p_b, q_b = ce.p_posterior(r)[0], ce.q_posterior(r)[0], ce.p_posterior(r_bar)[0], ce.q_posterior(r_bar)[0]
     add(("item 1: y_q(x)=y_p(x), both confidences >= 1-delta", f"p(.|x)={p_x.round(12)}, q(.|x)={q_x.round(12)}", bool(items["item1"][0])))
     add(("item 2: ground truth kept, model decision flipped", f"y_p(x_bar)={int(np.argmax(p_b))}, y_q(x_bar)={int(np.argmax(q_b))}", bool(items["item2"][0])))

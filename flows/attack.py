@@ -183,10 +183,16 @@ def _attack(
             else {}
         )
         return carlini_wagner_l2(
-            tm.logits_fn, x, y,
-            binary_search_steps=config.binary_search_steps, steps=config.cw_steps,
-            stepsize=config.stepsize, confidence=config.confidence,
-            initial_const=config.initial_const, **detection, **common,
+            tm.logits_fn,
+            x,
+            y,
+            binary_search_steps=config.binary_search_steps,
+            steps=config.cw_steps,
+            stepsize=config.stepsize,
+            confidence=config.confidence,
+            initial_const=config.initial_const,
+            **detection,
+            **common,
         )
     walk = {"steps": config.boundary_steps, "max_queries": config.max_queries, "seed": config.seed}
     if config.attack == "boundary":
@@ -263,21 +269,36 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--attack", choices=ATTACKS, required=True)
     parser.add_argument("--n", type=int, default=100, help="images to attack (default 100)")
-    parser.add_argument("--eps", type=float, default=None,
-                        help="L2 budget (default: 1.5 MNIST, 33/255 CIFAR-10)")
+    parser.add_argument(
+        "--eps", type=float, default=None, help="L2 budget (default: 1.5 MNIST, 33/255 CIFAR-10)"
+    )
     parser.add_argument("--data-root", type=Path, default=None)
-    parser.add_argument("--dataset", default=None,
-                        help="default: the run's training dataset (RUN_DIR/config.json)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="detector threshold in bits/dim (default: 1.4 MNIST, 4.0 CIFAR-10)")
-    parser.add_argument("--threshold-quantile", type=float, default=None,
-                        help="set the threshold at this quantile of test images' bits/dim")
-    parser.add_argument("--recall-n", type=int, default=1000,
-                        help="test images for the threshold's recall / quantile")
+    parser.add_argument(
+        "--dataset", default=None, help="default: the run's training dataset (RUN_DIR/config.json)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="detector threshold in bits/dim (default: 1.4 MNIST, 4.0 CIFAR-10)",
+    )
+    parser.add_argument(
+        "--threshold-quantile",
+        type=float,
+        default=None,
+        help="set the threshold at this quantile of test images' bits/dim",
+    )
+    parser.add_argument(
+        "--recall-n",
+        type=int,
+        default=1000,
+        help="test images for the threshold's recall / quantile",
+    )
     parser.add_argument("--seed", type=int, default=0, help="attack seed (Boundary, targets)")
     parser.add_argument("--noise-seed", type=int, default=0, help="model noise during the attack")
-    parser.add_argument("--fresh-noise-seed", type=int, default=1,
-                        help="model noise for the second verification")
+    parser.add_argument(
+        "--fresh-noise-seed", type=int, default=1, help="model noise for the second verification"
+    )
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--binary-search-steps", type=int, default=9)
     parser.add_argument("--cw-steps", type=int, default=1000)
@@ -286,12 +307,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--initial-const", type=float, default=1e-3)
     parser.add_argument("--boundary-steps", type=int, default=5000)
     parser.add_argument("--max-queries", type=int, default=5000)
-    parser.add_argument("--pool-size", type=int, default=1000,
-                        help="test images to draw boundary-det starting points from")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=1000,
+        help="test images to draw boundary-det starting points from",
+    )
     parser.add_argument("--example-images", type=int, default=8)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="JSON path (default RUN_DIR/attacks/<attack>.json)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON path (default RUN_DIR/attacks/<attack>.json)",
+    )
     args = parser.parse_args(argv)
 
     fields = {f.name for f in dataclasses.fields(AttackConfig)}

@@ -1,4 +1,10 @@
-"""Frozen presets: the paper's Appendix A settings, CPU-sized ones, and a tiny one for tests."""
+"""Frozen presets: the paper's Appendix A settings, CPU-sized ones, and a tiny one for tests.
+
+``cpu-mnist`` / ``cpu-cifar`` keep the paper's 4 levels and input pipeline but use 4 steps per level
+and 32 / 48 hidden channels. Measured training throughput on this 2-core machine (shared with
+other jobs, ``--threads 1``): about 119 and 62 images/s, so 5 MNIST epochs (~8.5 min each) and
+4 CIFAR-10 epochs (~13.5 min each) take about an hour including evaluation.
+"""
 
 from __future__ import annotations
 
@@ -82,10 +88,10 @@ PRESETS: dict[str, Preset] = {
             levels=4,
             steps=4,
             hidden_channels=32,
-            epochs=3,
+            epochs=5,
             batch_size=64,
             lr=1e-3,
-            lr_decay_epochs=2,
+            lr_decay_epochs=4,
             lr_decay_factor=0.1,
             crop_padding=4,
             hflip=False,
@@ -98,10 +104,10 @@ PRESETS: dict[str, Preset] = {
             levels=4,
             steps=4,
             hidden_channels=48,
-            epochs=3,
+            epochs=4,
             batch_size=64,
             lr=1e-3,
-            lr_decay_epochs=2,
+            lr_decay_epochs=3,
             lr_decay_factor=0.1,
             crop_padding=4,
             hflip=True,

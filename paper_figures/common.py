@@ -30,7 +30,7 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_json(path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True, default=_json_default) + "\n")
 
 
 def write_figure(

@@ -202,8 +202,8 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     ax.grid(alpha=0.3)
 
     # -- bottom: decisions
-    cmap = LinearSegmentedColormap.from_list("class", [CLASS_COLOURS[1], "white", CLASS_COLOURS[0]])
-    cmap.set_bad("0.8")
+    cmap = LinearSegmentedColormap.from_list(
+        "class", [CLASS_COLOURS[1], "white", CLASS_COLOURS[0]]).with_extremes(bad="0.8")
     for ax, key, who in ((axes[1, 0], "p_0_given_x", "Bayes-optimal p(y=0 | x)"),
                          (axes[1, 1], "q_0_given_x", "model q(y=0 | x), attack in red")):
         im = ax.imshow(np.ma.masked_invalid(_slice(numbers, key, config)), extent=extent,

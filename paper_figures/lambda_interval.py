@@ -36,6 +36,7 @@ __all__ = ["NAME", "Config", "compute", "plot", "generate"]
 NAME = "lambda_interval"
 
 _LN10 = math.log(10.0)
+_LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.85, "lw": 0}
 BOUND_STYLES = {
     "log10_cond2_lower": ("condition 2: λ1 ≥ K²(1+Δ)^-d", {"color": "black", "lw": 2.0}),
     "log10_cond4_lower": ("condition 4: λ1 > (1+Δ)^-d (implied by 2)",
@@ -44,6 +45,10 @@ BOUND_STYLES = {
     "log10_cond5_upper": ("condition 5: λ1 < ε / (d log(1+Δ))",
                           {"color": "#7b3294", "lw": 2.0, "ls": "-."}),
 }
+
+
+COLUMNS = ("d", "log10_cond2_lower", "log10_cond4_lower", "log10_cond3_upper", "log10_cond5_upper",
+           "log10_upper", "upper_condition", "feasible")
 
 
 @dataclass(frozen=True)
@@ -56,16 +61,17 @@ class Config:
 
 
 def compute(config: Config) -> dict:
-    """Per case: the minimal d (exact and eq. 19) and, at each integer d, the bounds and the interval."""
+    """Per case: the minimal d (exact and eq. 19) and, at each integer d = 1, 2, ..., the condition
+    bounds and the feasible interval as columns (log10 of the bounds: they underflow for large d)."""
     cases = []
     for eps, delta, Delta in config.cases:
         d_min = find_dimension(eps, delta, Delta)
         d_max = max(config.d_max_at_least, math.ceil(config.d_range_factor * d_min))
-        rows = []
+        columns: dict[str, list] = {key: [] for key in COLUMNS}
         for d in range(1, d_max + 1):
             interval = feasible_lambda1_interval(d, eps, delta, Delta)
             log_v = log_volume_ratio(d, Delta)
-            rows.append({
+            row = {
                 "d": d,
                 "log10_cond2_lower": interval.log_lower / _LN10,
                 "log10_cond4_lower": -log_v / _LN10,
@@ -74,12 +80,14 @@ def compute(config: Config) -> dict:
                 "log10_upper": interval.log_upper / _LN10,
                 "upper_condition": interval.upper_condition,
                 "feasible": not interval.empty,
-            })
+            }
+            for key in COLUMNS:
+                columns[key].append(row[key])
         cases.append({
             "eps": eps, "delta": delta, "Delta": Delta,
             "find_dimension": d_min,
             "find_dimension_eq19": find_dimension_eq19(eps, delta, Delta),
-            "rows": rows,
+            "columns": columns,
         })
     return {"cases": cases}
 
@@ -87,39 +95,36 @@ def compute(config: Config) -> dict:
 def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     """One log-scale panel per case: condition bounds against d, feasible region shaded."""
     cases = numbers["cases"]
-    fig = Figure(figsize=(5.2 * len(cases), 4.9), layout="constrained")
+    fig = Figure(figsize=(5.2 * len(cases), 5.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(cases)))
     for ax, case in zip(axes, cases, strict=True):
-        d = np.array([row["d"] for row in case["rows"]])
-
-        def col(key, case=case):
-            return np.array([row[key] for row in case["rows"]], dtype=float)
-
-        lower, upper = 10 ** col("log10_cond2_lower"), 10 ** col("log10_upper")
-        feasible = np.array([row["feasible"] for row in case["rows"]])
+        columns = {key: np.array(values) for key, values in case["columns"].items()}
+        d = columns["d"]
+        lower, upper = 10.0 ** columns["log10_cond2_lower"], 10.0 ** columns["log10_upper"]
         for key, (label, style) in BOUND_STYLES.items():
-            ax.plot(d, 10 ** col(key), label=label, marker="." if d.size <= 30 else None, **style)
-        ax.fill_between(d, lower, upper, where=feasible, color="#fdae61", alpha=0.45, lw=0,
+            ax.plot(d, 10.0 ** columns[key], label=label, marker="." if d.size <= 30 else None,
+                    **style)
+        ax.fill_between(d, lower, upper, where=columns["feasible"], color="#fdae61", alpha=0.45, lw=0,
                         label="feasible λ1 (all five conditions)")
         d_min, d_19 = case["find_dimension"], case["find_dimension_eq19"]
         ax.axvline(d_min, color="#d7191c", lw=1.4)
         ax.text(d_min, 0.97, f" minimal d = {d_min}", color="#d7191c", transform=ax.get_xaxis_transform(),
-                ha="left", va="top", fontsize=9)
+                ha="left", va="top", fontsize=9, bbox=_LABEL_BOX)
         if d_19 != d_min:
             ax.axvline(d_19, color="#d7191c", lw=1.0, ls=":")
             ax.text(d_19, 0.88, f" eq. (19) alone: d = {d_19}", color="#d7191c",
-                    transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=9)
+                    transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=9,
+                    bbox=_LABEL_BOX)
         ax.set_yscale("log")
-        finite_lower = lower[lower > 0]
-        ax.set_ylim(max(1e-6, 0.3 * float(np.min(10 ** col("log10_cond5_upper")))) if d_min > 50
-                    else max(1e-3, 0.3 * float(np.min(finite_lower))), 10.0)
+        ax.set_ylim(0.05 * float(np.min(upper)), 10.0)
         ax.set_xlim(0.5 if d.size <= 30 else 0, d[-1])
         ax.axhline(1.0, color="0.6", lw=0.6)
         ax.set_xlabel("dimension d")
         ax.set_ylabel("λ1")
         ax.set_title(f"ε={case['eps']:g}, δ={case['delta']:g}, Δ={case['Delta']:g}", fontsize=11)
         ax.grid(alpha=0.3, which="major")
-    axes[0].legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9, frameon=False)
     fig.suptitle("Feasible λ1 of Proposition 1's proof against d (λ2 = δ/(1-δ)·λ1, condition 1 "
                  "holds with equality)", fontsize=11)
     return fig, axes
@@ -130,8 +135,11 @@ def generate(root: Path | str | None = None, config: Config | None = None) -> li
     config = Config() if config is None else config
     numbers = compute(config)
     fig, _ = plot(numbers, config)
-    table = [{"eps": c["eps"], "delta": c["delta"], "Delta": c["Delta"], **row}
-             for c in numbers["cases"] for row in c["rows"]]
+    table = [
+        {"eps": c["eps"], "delta": c["delta"], "Delta": c["Delta"],
+         **{key: c["columns"][key][i] for key in COLUMNS}}
+        for c in numbers["cases"] for i in range(len(c["columns"]["d"]))
+    ]
     return write_figure(figure_paths(NAME, root), fig, numbers, config, table=table)
 
 

@@ -74,6 +74,7 @@ class CarliniWagnerL2:
         initial_const: float = 1e-3,
         abort_early: bool = True,
         bounds: tuple[float, float] = (-0.5, 0.5),
+        warm_start: bool = False,
     ):
         if binary_search_steps < 1 or steps < 1:
             raise ValueError("binary_search_steps and steps must be >= 1")
@@ -86,6 +87,7 @@ class CarliniWagnerL2:
         self.initial_const = initial_const
         self.abort_early = abort_early
         self.bounds = bounds
+        self.warm_start = warm_start
 
     def run(self, model: Model, x: Tensor, criterion: Criterion) -> AttackResult:
         """Attack the batch ``x`` (``(B, ...)`` within bounds) for ``criterion``."""
@@ -105,8 +107,10 @@ class CarliniWagnerL2:
         check_every = max(self.steps // 10, 1)
         beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
 
+        delta = torch.zeros_like(w0)
         for _ in range(self.binary_search_steps):
-            delta = torch.zeros_like(w0)
+            if not self.warm_start:
+                delta = torch.zeros_like(w0)
             m = torch.zeros_like(w0)
             v = torch.zeros_like(w0)
             found = torch.zeros(b, dtype=torch.bool, device=x.device)

@@ -13,9 +13,14 @@ from .helpers import brute_force_logabsdet, perturb, relative_error
 
 LAYERS = {
     "actnorm": (lambda: ActNorm(4), (4, 4, 4)),
-    "invconv": (lambda: InvertibleConv1x1(4, generator=torch.Generator().manual_seed(1)), (4, 4, 4)),
-    "invconv-odd": (lambda: InvertibleConv1x1(3, generator=torch.Generator().manual_seed(2)),
-                    (3, 2, 2)),
+    "invconv": (
+        lambda: InvertibleConv1x1(4, generator=torch.Generator().manual_seed(1)),
+        (4, 4, 4),
+    ),
+    "invconv-odd": (
+        lambda: InvertibleConv1x1(3, generator=torch.Generator().manual_seed(2)),
+        (3, 2, 2),
+    ),
     "coupling": (lambda: AffineCoupling(4, hidden_channels=6), (4, 4, 4)),
     "coupling-odd": (lambda: AffineCoupling(3, hidden_channels=5), (3, 4, 4)),
     "squeeze": (lambda: Squeeze(), (2, 4, 4)),
@@ -30,7 +35,9 @@ def _prepared(name: str, batch: int = 3) -> tuple[torch.nn.Module, torch.Tensor]
     make, shape = LAYERS[name]
     torch.manual_seed(0)
     layer = make().double()
-    x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    x = torch.randn(
+        (batch, *shape), generator=torch.Generator().manual_seed(4), dtype=torch.float64
+    )
     layer(x)  # data-dependent initialisation where there is one
     perturb(layer, seed=5)
     return layer, x

@@ -48,20 +48,40 @@ def test_one_dimensional_density_integrates_to_one_for_every_class(name):
         return math.exp(prior.log_prob(z)[0, label].item())
 
     for label in range(3):
-        total, error = scipy.integrate.quad(density, -np.inf, np.inf, args=(label,), limit=200)
+        if name == "cauchy":  # heavy tails: integrate over the whole line
+            total, error = scipy.integrate.quad(density, -np.inf, np.inf, args=(label,), limit=200)
+        else:  # light tails: trapezoid rule on a fine grid (error O(h²) ≈ 1e-8)
+            grid = torch.linspace(-60.0, 60.0, 1_200_001, dtype=torch.float64)
+            with torch.no_grad():
+                values = prior.log_prob(grid[:, None])[:, label].exp()
+            total, error = torch.trapezoid(values, grid).item(), None
         assert total == pytest.approx(1.0, abs=1e-6), (label, error)
 
 
-def test_split_prior_density_integrates_to_one_in_three_dimensions():
-    # C = 2 logit dimensions z_s and one z_n: a 3-d grid over ±8 around the class means.
+def test_split_prior_factors_are_each_normalised():
+    # p(z|y) = p(z_s|y) p(z_n|z_s,y); logits(z) is log p(z_s|y) with its constant, so
+    # log_prob − logits is log p(z_n|z_s,y). C = 2 logit dimensions, one noise dimension.
     prior = _prior("split", dim=3, classes=2)
-    grid = torch.linspace(-7.0, 8.0, 161, dtype=torch.float64)
-    z = torch.cartesian_prod(grid, grid, grid)
-    with torch.no_grad():
-        densities = prior.log_prob(z).exp().reshape(161, 161, 161, 2)
-    step = float(grid[1] - grid[0])
-    totals = densities.sum(dim=(0, 1, 2)) * step**3
-    assert torch.allclose(totals, torch.ones(2, dtype=torch.float64), atol=2e-3)
+
+    def log_densities(z_s: tuple[float, float], z_n: float) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.tensor([[*z_s, z_n]], dtype=torch.float64)
+        with torch.no_grad():
+            return prior.logits(z)[0], prior.log_prob(z)[0] - prior.logits(z)[0]
+
+    for label in range(2):
+        grid = torch.linspace(-6.0, 7.0, 2601, dtype=torch.float64)
+        z = torch.cartesian_prod(grid, grid, torch.zeros(1, dtype=torch.float64))
+        with torch.no_grad():
+            values = prior.logits(z)[:, label].exp().reshape(2601, 2601)
+        total = torch.trapezoid(torch.trapezoid(values, grid), grid).item()
+        assert total == pytest.approx(1.0, abs=1e-6)
+        for z_s in [(0.3, -1.2), (2.0, 0.5)]:
+            total, _ = scipy.integrate.quad(
+                lambda n, s=z_s, lab=label: math.exp(log_densities(s, n)[1][lab].item()),
+                -np.inf,
+                np.inf,
+            )
+            assert total == pytest.approx(1.0, abs=1e-7)
 
 
 def _direct_log_probs(prior, z: torch.Tensor) -> torch.Tensor:
