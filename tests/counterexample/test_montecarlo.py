@@ -118,3 +118,12 @@ def test_attack_rate_agrees_with_theory_for_random_targets(eps, delta, Delta, se
     ce = Counterexample.from_targets(eps, delta, Delta)
     sim = simulate_attack(ce, delta, n=20_000, rng=seed)
     assert abs(sim.estimate.z_score(sim.theory)) < 5
+
+
+def test_monte_carlo_log_ratios_are_exact_at_a_billion_dimensions():
+    """log c_d ~ -9e9 cancels in the log-ratio: every q-sample lies in the shell, where the ratio is
+    log(1 - 1/V) - log(1 - lambda1), reproduced to rounding."""
+    ce = Counterexample.from_targets(0.1, 0.01, 2e-8, d=10**9)
+    est = monte_carlo_kl(ce, "q||p", n=10_000, rng=0)
+    shell_term = math.log1p(-math.exp(-ce.log_volume_ratio)) - math.log1p(-ce.lambda1)
+    assert est.mean == pytest.approx(shell_term, rel=1e-12)

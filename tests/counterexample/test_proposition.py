@@ -95,3 +95,11 @@ def test_density_total_variation_in_one_dimension_by_hand():
     ann = 0.5 * 0.8 / (2 * 1.0)
     jumps = abs(ball - shell) + abs(shell - 0) + abs(0 - ann) + abs(ann - 0)
     assert math.exp(log_density_total_variation(ce, "p")) == pytest.approx(2 * jumps, rel=1e-12)
+
+
+def test_tiny_Delta_keeps_posteriors_exact_at_the_minimal_dimension():
+    """fl(1 + 1e-8) is off by ~1e-17; d log(fl(1+Delta)) would be off by ~1e-7 at d ~ 1e9."""
+    ce = Counterexample.from_targets(0.1, 0.01, 1e-8)
+    ball = np.array([1 - 2.5e-9, 0.5])
+    assert ce.q_posterior(ball)[:, 0] == pytest.approx(ce.lemma1_q_class0_in_ball(), rel=1e-12)
+    assert check_proposition(ce, 0.1, 0.01).all_hold
