@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from flows.checkpoint import load_checkpoint
-from flows.data import DATASETS, ImageData, load_dataset
+from flows.data import DATASETS, DatasetNotFoundError, ImageData, load_dataset
 from flows.model import ConditionalGlow, ModelConfig
 from flows.objectives import objective
 from flows.preprocess import bits_per_dim, dequantize, to_model_range
@@ -108,14 +108,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model.load_state_dict(checkpoint["model"])
     model.to(args.device)
     dataset = args.dataset or train_config["dataset"]
-    data = load_dataset(
-        dataset,
-        args.data_root if args.data_root is not None else train_config["data_root"],
-        train=args.split == "train",
-        data_shape=model_config.data_shape,
-        num_classes=model_config.num_classes,
-        synthetic_size=train_config["synthetic_size"],
-    )
+    try:
+        data = load_dataset(
+            dataset,
+            args.data_root if args.data_root is not None else train_config["data_root"],
+            train=args.split == "train",
+            data_shape=model_config.data_shape,
+            num_classes=model_config.num_classes,
+            synthetic_size=train_config["synthetic_size"],
+        )
+    except DatasetNotFoundError as error:
+        raise SystemExit(f"flows.evaluate: error: {error}") from None
     if args.limit is not None:
         data = ImageData(data.images[: args.limit], data.labels[: args.limit], data.classes)
     results = evaluate_model(model, data, args.batch_size, args.seed, args.device)

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from flows.checkpoint import load_checkpoint, resolve_checkpoint
 from flows.glow import Glow
 from flows.objectives import OBJECTIVES
 from flows.preprocess import add_noise_channels, bits_per_dim, pad_image
@@ -245,8 +246,6 @@ def build_model(
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> ConditionalGlow:
     """The trained model from a run folder (its ``checkpoint.pt``) or a checkpoint file, in eval mode."""
-    from flows.checkpoint import load_checkpoint, resolve_checkpoint
-
     checkpoint = load_checkpoint(resolve_checkpoint(path), map_location=map_location)
     model = ConditionalGlow(ModelConfig.from_dict(checkpoint["model_config"]))
     model.load_state_dict(checkpoint["model"])

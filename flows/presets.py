@@ -1,9 +1,10 @@
 """Frozen presets: the paper's Appendix A settings, CPU-sized ones, and a tiny one for tests.
 
 ``cpu-mnist`` / ``cpu-cifar`` keep the paper's 4 levels and input pipeline but use 4 steps per level
-and 32 / 48 hidden channels. Measured training throughput on this 2-core machine (shared with
-other jobs, ``--threads 1``): about 119 and 62 images/s, so 5 MNIST epochs (~8.5 min each) and
-4 CIFAR-10 epochs (~13.5 min each) take about an hour including evaluation.
+and 32 / 48 hidden channels. Measured training throughput on this 2-core machine, shared with
+other jobs (``--threads 1``): 119–230 and 62–130 images/s depending on load, so their 5 MNIST and
+4 CIFAR-10 epochs take roughly 25–55 minutes plus evaluation. Their accuracy after a full run has
+not been measured (see docs/readme_flows.md).
 """
 
 from __future__ import annotations

@@ -134,6 +134,28 @@ def test_cli_refuses_to_overwrite_and_resume_reuses_saved_config(tmp_path):
     assert resumed.prior == "split" and resumed.epochs == 3 and resumed.synthetic_size == 96
 
 
+def test_cli_reports_missing_data_without_a_traceback(tmp_path):
+    with pytest.raises(
+        SystemExit, match=rf"flows.train: error: MNIST not found under .*{tmp_path}"
+    ):
+        train_module.main(
+            [
+                "--preset",
+                "cpu-mnist",
+                "--prior",
+                "base",
+                "--data-root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+    run = tmp_path / "tiny"
+    train(_config(run, epochs=1))
+    with pytest.raises(SystemExit, match=r"flows.evaluate: error: no image folder at"):
+        evaluate_main([str(run), "--dataset", "imagefolder", "--data-root", str(tmp_path)])
+
+
 def _train_command(out: Path, *extra: str) -> list[str]:
     return [
         sys.executable,

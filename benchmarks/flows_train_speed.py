@@ -1,0 +1,267 @@
+"""Training speed of our class-conditional GLOW against the same architecture built with normflows.
+
+    python benchmarks/flows_train_speed.py [--threads 1] [--batch-size 32] [--steps 2] [--out FILE]
+
+Each case runs in its own subprocess (so peak memory is per model): a few Adam steps on random
+inputs, timed after one warm-up step. Reported per case: training images/s, peak resident memory,
+FLOPs per image (forward + backward, counted by ``torch.utils.flop_counter``), and the fraction of
+this machine's measured conv/matmul FLOP rate that training reaches. For our model, also the cost
+of evaluating all C class log-likelihoods relative to one unconditional pass (flow + one standard
+normal), which should be close to 1.
+
+Shapes (issue 3): *small* — 2 input channels at 32×32 (padded MNIST: data + noise channel),
+3 levels, 8 steps, 64 hidden; *wide* — 6 channels (padded CIFAR-10), 3 levels, 8 steps, 128
+hidden; plus the ``cpu-mnist`` / ``cpu-cifar`` presets (ours only). The two comparison shapes run
+with NCHW and with channels-last weights, for both libraries. Both libraries get the same
+padded tensor, a per-class diagonal Gaussian prior and the NLL objective. normflows is built with
+its squeeze *last* in each level (data → latent) and its split after the squeeze, which gives the
+same tensor shapes at every step as our split-then-squeeze.
+
+normflows is an optional dependency of this benchmark only (``pip install normflows``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+SHAPES = {
+    "small": {"channels": 2, "levels": 3, "steps": 8, "hidden": 64},
+    "wide": {"channels": 6, "levels": 3, "steps": 8, "hidden": 128},
+}
+CASES = [
+    (library, shape, layout)
+    for shape in ("small", "wide")
+    for layout in ("nchw", "channels-last")
+    for library in ("ours", "normflows")
+] + [("ours", "cpu-mnist", "channels-last"), ("ours", "cpu-cifar", "channels-last")]
+
+
+def _ours(shape: str, num_classes: int = 10):
+    import flows
+
+    if shape in SHAPES:
+        spec = SHAPES[shape]
+        preset = flows.get_preset("paper-mnist").replace(
+            name=f"bench-{shape}", data_shape=(spec["channels"] // 2, 32, 32)
+        )
+        model = flows.build_model(
+            preset,
+            "base",
+            num_classes,
+            levels=spec["levels"],
+            steps=spec["steps"],
+            hidden_channels=spec["hidden"],
+        )
+    else:
+        model = flows.build_model(shape, "base", num_classes)
+    data_shape = model.config.data_shape
+
+    def make_batch(batch: int):
+        return torch.rand(batch, *data_shape) - 0.5, torch.randint(0, num_classes, (batch,))
+
+    def loss_fn(x, y):
+        output = model(x)
+        from flows.objectives import nll_loss
+
+        return nll_loss(output.class_log_likelihoods, y, model.num_dims)
+
+    model.initialise(make_batch(64)[0])
+    return model, make_batch, loss_fn
+
+
+def _normflows(shape: str, num_classes: int = 10):
+    import normflows as nf
+
+    spec = SHAPES[shape]
+    channels, levels, size = spec["channels"], spec["levels"], 32
+    q0, merges, flow_levels = [], [], []
+    # normflows lists levels coarsest first; its flows run latent → data, so index 0 of a
+    # level's list is applied last when going data → latent.
+    for i in range(levels):
+        depth = levels - 1 - i  # 0 for the data-resolution level
+        level_channels = channels * 2**depth
+        level_size = size // 2**depth
+        blocks = [
+            nf.flows.GlowBlock(level_channels, spec["hidden"], split_mode="channel", scale=True)
+            for _ in range(spec["steps"])
+        ]
+        if i > 0:
+            blocks = [nf.flows.Squeeze(), *blocks]
+            merges.append(nf.flows.Merge())
+            latent = (2 * level_channels, level_size // 2, level_size // 2)
+        else:
+            latent = (level_channels, level_size, level_size)
+        flow_levels.append(blocks)
+        q0.append(nf.distributions.ClassCondDiagGaussian(latent, num_classes))
+    model = nf.MultiscaleFlow(q0, flow_levels, merges, class_cond=True)
+
+    def make_batch(batch: int):
+        data = torch.rand(batch, channels // 2, size, size) - 0.5
+        noise = torch.rand(batch, channels // 2, size, size) * (2 / 256)
+        return torch.cat([data, noise], 1), torch.randint(0, num_classes, (batch,))
+
+    def loss_fn(x, y):
+        return -model.log_prob(x, y).mean() / x[0].numel()
+
+    with torch.no_grad():
+        model.log_prob(*make_batch(64))  # actnorm data-dependent initialisation
+    return model, make_batch, loss_fn
+
+
+def run_case(library: str, shape: str, layout: str, batch: int, steps: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model, make_batch, loss_fn = (_ours if library == "ours" else _normflows)(shape)
+    if layout == "channels-last":
+        model = model.to(memory_format=torch.channels_last)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = make_batch(batch)
+
+    def step():
+        loss = loss_fn(x, y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - started) / steps
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(x, y).backward()
+    flops = counter.get_total_flops() / batch
+    result = {
+        "library": library,
+        "shape": shape,
+        "layout": layout,
+        "batch_size": batch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_images_per_s": batch / seconds,
+        "flops_per_image": flops,
+        "train_flop_rate": flops * batch / seconds,
+    }
+    if library == "ours":
+        result["all_classes_over_unconditional"] = _conditional_overhead(model, x, steps)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+@torch.no_grad()
+def _conditional_overhead(model, x: torch.Tensor, repeats: int) -> float:
+    """Time of ``class_log_likelihoods`` (all C classes) over one unconditional pass."""
+    from flows.preprocess import add_noise_channels, pad_image
+
+    def unconditional():
+        padded, log_q = add_noise_channels(pad_image(x, model.config.padded_size))
+        z, logdet = model.flow(padded)
+        return -0.5 * (z * z).sum(1) + logdet - log_q
+
+    def conditional():
+        return model.class_log_likelihoods(x)
+
+    timings = {}
+    for name, fn in (
+        ("u", unconditional),
+        ("c", conditional),
+        ("u2", unconditional),
+        ("c2", conditional),
+    ):
+        fn()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        timings[name] = time.perf_counter() - started
+    return (timings["c"] + timings["c2"]) / (timings["u"] + timings["u2"])
+
+
+def flop_ceiling() -> dict:
+    """This machine's matmul and conv FLOP rates (best of 3), the ceiling for the fraction."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    x, w = torch.randn(32, 128, 16, 16), torch.randn(128, 128, 3, 3)
+    rates = {}
+    for name, fn, flops in (
+        ("matmul", lambda: a @ b, 2 * 1024**3),
+        (
+            "conv3x3",
+            lambda: torch.nn.functional.conv2d(x, w, padding=1),
+            2 * 32 * 128 * 128 * 9 * 256,
+        ),
+    ):
+        fn()
+        best = min(_timed(fn) for _ in range(3))
+        rates[name] = flops / best
+    return rates
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.case:
+        print(json.dumps(run_case(*args.case, args.batch_size, args.steps)))
+        return
+    ceiling = flop_ceiling()
+    results = []
+    for library, shape, layout in CASES:
+        command = [
+            sys.executable,
+            __file__,
+            "--case",
+            library,
+            shape,
+            layout,
+            "--threads",
+            str(args.threads),
+            "--batch-size",
+            str(args.batch_size),
+            "--steps",
+            str(args.steps),
+        ]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode:
+            results.append(
+                {
+                    "library": library,
+                    "shape": shape,
+                    "layout": layout,
+                    "error": completed.stderr.strip().splitlines()[-1],
+                }
+            )
+            continue
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        result["fraction_of_conv_ceiling"] = result["train_flop_rate"] / ceiling["conv3x3"]
+        results.append(result)
+    report = {
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "ceiling_flop_rate": ceiling,
+        "results": results,
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump(report, file, indent=2)
+
+
+if __name__ == "__main__":
+    main()
