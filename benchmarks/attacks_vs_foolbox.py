@@ -9,9 +9,9 @@ small MNIST CNN, takes the first ``--n`` correctly classified test images and ru
   (``--queries``); foolbox's step count is chosen so that its queries, counted by a wrapper around
   the model, match.
 
-It reports the success rate, median L2 (failures count as ∞), wall time and model queries per
-second, and writes ``--output`` (JSON). Needs ``foolbox`` 3 (``pip install foolbox``), which is not
-a dependency of the package. Inputs are ``k/256 − 0.5`` in bounds [−0.5, 0.5] as in the flows
+It reports the success rate, median L2 (failures count as ∞), wall and CPU time and model queries
+per second, and writes ``--output`` (JSON). Needs ``foolbox`` 3 (``pip install foolbox``), which
+is not a dependency of the package. Inputs are ``k/256 − 0.5`` in bounds [−0.5, 0.5] as in the flows
 package; the CNN sees the 28×28 images.
 """
 
@@ -79,7 +79,7 @@ def train_cnn(root: Path, cache: Path, epochs: int, seed: int) -> nn.Module:
 
 
 def summarise(name: str, x: Tensor, adv: Tensor, success: Tensor, seconds: float,
-              queries: float, net: nn.Module, y: Tensor) -> dict:
+              cpu_seconds: float, queries: float, net: nn.Module, y: Tensor) -> dict:
     """Re-verify (label wrong, in bounds) and summarise one attack run."""
     with torch.no_grad():
         wrong = net(adv).argmax(1) != y
@@ -91,6 +91,7 @@ def summarise(name: str, x: Tensor, adv: Tensor, success: Tensor, seconds: float
         "success_pct": 100.0 * ok.double().mean().item(),
         "median_l2": l2.median().item(),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "queries_per_image": queries,
         "queries_per_second": queries * len(x) / seconds,
     }
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: stable timings on a shared machine)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["fb-cw-default", "fb-cw-reduced", "cw", "boundary", "fb-boundary"])
     parser.add_argument("--output", type=Path, default=Path("benchmarks/attacks_vs_foolbox.json"))
@@ -113,6 +116,7 @@ def main() -> None:
 
     import foolbox as fb
 
+    torch.set_num_threads(args.threads)
     net = train_cnn(args.data_root, args.cache, args.epochs, args.seed)
     for p in net.parameters():
         p.requires_grad_(False)
@@ -130,11 +134,11 @@ def main() -> None:
         if name in args.skip:
             return
         counted.rows = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         adv, success, queries = fn()
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         queries = counted.rows / len(x) if queries is None else queries
-        results.append(summarise(name, x, adv, success, seconds, queries, net, y))
+        results.append(summarise(name, x, adv, success, seconds, cpu, queries, net, y))
 
     def ours_cw():
         r = carlini_wagner_l2(counted, x, y)

@@ -106,15 +106,19 @@ class ConditionalGlow(nn.Module):
     def num_classes(self) -> int:
         return self.config.num_classes
 
-    def encode(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def encode(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """``x → (z, logdet)`` with ``log p(x | y) = prior.log_prob(z, y) + logdet``.
 
         ``logdet`` is the flow's ``log|det ∂z/∂x̃|`` on the padded input ``x̃ = (pad(x), u)`` minus the
-        noise channels' log-density ``log q(u)`` (:mod:`flows.preprocess`).
+        noise channels' log-density ``log q(u)`` (:mod:`flows.preprocess`). ``shared_noise=True``
+        gives every example the same padding and noise-channel draw, so that with a freshly seeded
+        ``generator`` each output row depends on its own input only (not on the batch around it).
         """
         self._check_input(x)
-        padded = pad_image(x, self.config.padded_size, generator)
-        padded, log_q = add_noise_channels(padded, generator)
+        padded = pad_image(x, self.config.padded_size, generator, shared=shared_noise)
+        padded, log_q = add_noise_channels(padded, generator, shared=shared_noise)
         z, logdet = self.flow(padded)
         return z, logdet - log_q
 
@@ -132,26 +136,34 @@ class ConditionalGlow(nn.Module):
         class_log_likelihoods = self.prior.log_prob(z) + logdet[:, None]
         return FlowOutput(z, class_log_likelihoods, self.prior.logits(z))
 
-    def class_log_likelihoods(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def class_log_likelihoods(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> Tensor:
         """``(B, C)``: ``log p(x | y = c)`` in nats, for every class from one encoding."""
-        z, logdet = self.encode(x, generator)
+        z, logdet = self.encode(x, generator, shared_noise)
         return self.prior.log_prob(z) + logdet[:, None]
 
-    def log_prob(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def log_prob(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> Tensor:
         """``(B,)``: ``log p(x) = logsumexp_c log p(x | c) − log C`` (uniform class prior)."""
-        return _mixture_log_prob(self.class_log_likelihoods(x, generator))
+        return _mixture_log_prob(self.class_log_likelihoods(x, generator, shared_noise))
 
-    def predict_proba(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def predict_proba(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> Tensor:
         """``(B, C)``: ``p(y | x)`` by Bayes' rule with a uniform class prior."""
-        return torch.softmax(self.class_log_likelihoods(x, generator), dim=1)
+        return torch.softmax(self.class_log_likelihoods(x, generator, shared_noise), dim=1)
 
-    def bits_per_dim(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def bits_per_dim(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> Tensor:
         """``(B,)``: ``−log p(x)`` in bits per data dimension (:func:`flows.preprocess.bits_per_dim`).
 
         ``x`` is taken as a point of the continuous space; pass dequantised images for the standard
         estimate on a dataset.
         """
-        return bits_per_dim(self.log_prob(x, generator), self.num_dims)
+        return bits_per_dim(self.log_prob(x, generator, shared_noise), self.num_dims)
 
     @torch.no_grad()
     def initialise(self, x: Tensor, generator: torch.Generator | None = None) -> None:

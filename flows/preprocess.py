@@ -37,24 +37,36 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return x + _uniform(x.shape, x, generator) / NUM_BINS
 
 
-def pad_image(x: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
-    """Pad ``(B, C, H, W)`` centrally to ``size × size`` with dequantised black pixels."""
+def pad_image(
+    x: Tensor, size: int, generator: torch.Generator | None = None, shared: bool = False
+) -> Tensor:
+    """Pad ``(B, C, H, W)`` centrally to ``size × size`` with dequantised black pixels.
+
+    ``shared=True`` draws one border for the whole batch (see :func:`add_noise_channels`).
+    """
     height, width = x.shape[-2:]
     if height == size and width == size:
         return x
     if height > size or width > size or (size - height) % 2 or (size - width) % 2:
         raise ValueError(f"cannot pad {height}×{width} images centrally to {size}×{size}")
     top, left = (size - height) // 2, (size - width) // 2
-    padded = -0.5 + _uniform((x.shape[0], x.shape[1], size, size), x, generator) / NUM_BINS
+    shape = (x.shape[0], x.shape[1], size, size)
+    padded = -0.5 + _uniform(shape, x, generator, shared) / NUM_BINS
+    padded = padded.clone() if shared else padded  # an expanded view cannot be written into
     padded[..., top : top + height, left : left + width] = x
     return padded
 
 
 def add_noise_channels(
-    x: Tensor, generator: torch.Generator | None = None
+    x: Tensor, generator: torch.Generator | None = None, shared: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Append as many ``U(0, 2/256)`` channels as ``x`` has; return it and ``log q(u)`` ``(B,)``."""
-    noise = _uniform(x.shape, x, generator) * NOISE_WIDTH
+    """Append as many ``U(0, 2/256)`` channels as ``x`` has; return it and ``log q(u)`` ``(B,)``.
+
+    ``shared=True`` draws one noise image and gives it to every example of the batch, so that an
+    example's noise does not depend on its position in the batch: with a freshly seeded generator,
+    a batched call then equals one call per example (what the attacks need).
+    """
+    noise = _uniform(x.shape, x, generator, shared) * NOISE_WIDTH
     log_q = x.new_full((x.shape[0],), noise_log_density(x[0].numel()))
     return torch.cat([x, noise], dim=1), log_q
 
@@ -79,6 +91,10 @@ def bits_per_dim(log_px: Tensor, num_dims: int, num_bins: int = NUM_BINS) -> Ten
 
 
 def _uniform(
-    shape: torch.Size | tuple[int, ...], like: Tensor, generator: torch.Generator | None
+    shape: torch.Size | tuple[int, ...], like: Tensor, generator: torch.Generator | None,
+    shared: bool = False,
 ) -> Tensor:
+    if shared:
+        one = torch.rand((1, *shape[1:]), generator=generator, device=like.device, dtype=like.dtype)
+        return one.expand(shape)
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)

@@ -158,10 +158,10 @@ class BoundaryAttack:
             check_inputs(starts, self.bounds)
             if starts.shape != x.shape:
                 raise ValueError(f"starts must have shape {tuple(x.shape)}, got {starts.shape}")
+            init = starts.detach().clone()
             rows = all_rows[todo]
             if len(rows):
-                good = is_adv_rows(starts[rows], rows)
-                init = starts.clone()
+                good = is_adv_rows(init[rows], rows)
                 ok[rows[good]] = True
                 for r in rows[~good].tolist():
                     status[r] = "starting point is not adversarial"
@@ -204,7 +204,8 @@ class BoundaryAttack:
         running = todo & ok
         self._walk(x, best, running, queries, gens, is_adv_rows)
         success = ok
-        l2 = torch.where(success, flat_l2(best, x), torch.full((b,), math.inf, dtype=x.dtype))
+        inf = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
+        l2 = torch.where(success, flat_l2(best, x), inf)
         return AttackResult(best, success, l2, queries, tuple(status))
 
     def _walk(
@@ -227,6 +228,7 @@ class BoundaryAttack:
         src_trials = torch.zeros_like(sph_trials)
         src_hits = torch.zeros_like(sph_trials)
         all_rows = torch.arange(b, device=x.device)
+        noise = _NoiseBank(gens, x.shape[1:], x.dtype, x.device)
         for step in range(self.steps):
             active = running & (src >= self.source_step_convergence)
             if self.max_queries is not None:
@@ -240,12 +242,7 @@ class BoundaryAttack:
             to_source = xs - adv
             d = to_source.flatten(1).norm(dim=1)
             direction = to_source / d.view(view)
-            eta = torch.stack(
-                [
-                    torch.randn(x.shape[1:], generator=gens[r], dtype=x.dtype, device=x.device)
-                    for r in rows.tolist()
-                ]
-            )
+            eta = noise.draw(rows)
             eta = eta - (eta * direction).flatten(1).sum(1).view(view) * direction
             eta = eta * (sph[rows] * d / eta.flatten(1).norm(dim=1)).view(view)
             shrink = 1 / torch.sqrt(sph[rows] ** 2 + 1)
@@ -285,6 +282,39 @@ class BoundaryAttack:
                 sph_hits[rows] = 0
                 src_trials[rows] = 0
                 src_hits[rows] = 0
+
+
+class _NoiseBank:
+    """Per-example N(0, I) draws, made in blocks of ``block`` from each example's generator.
+
+    Example ``i`` always receives the same sequence (its generator's), whatever the batch; block
+    draws only save per-step Python calls.
+    """
+
+    def __init__(
+        self,
+        gens: list[torch.Generator],
+        shape: torch.Size,
+        dtype: torch.dtype,
+        device: torch.device,
+        block: int = 32,
+    ):
+        self.gens, self.shape, self.dtype, self.device = gens, shape, dtype, device
+        self.block = block
+        self.bank = torch.empty((len(gens), block, *shape), dtype=dtype, device=device)
+        self.position = torch.full((len(gens),), block, dtype=torch.int64, device=device)
+
+    def draw(self, rows: Tensor) -> Tensor:
+        """One draw for each example in ``rows``: ``(len(rows), *shape)``."""
+        for r in rows[self.position[rows] == self.block].tolist():
+            self.bank[r] = torch.randn(
+                (self.block, *self.shape), generator=self.gens[r], dtype=self.dtype,
+                device=self.device,
+            )
+            self.position[r] = 0
+        eta = self.bank[rows, self.position[rows]]
+        self.position[rows] += 1
+        return eta
 
 
 def _decision_model(

@@ -20,6 +20,9 @@ Differences from the reference implementations (Carlini's code, foolbox 3
 - early abort is per example: an example whose loss stopped decreasing is frozen and no longer
   evaluated while the others go on; with Adam applied per example, results do not depend on the
   batch composition;
+- warm start (default): each binary-search step continues from where the previous one ended
+  (Adam's moments reset), instead of restarting from the clean input; on a small MNIST CNN this
+  halves the model evaluations and slightly lowers the L2 (``benchmarks/attacks_vs_foolbox.py``);
 - defaults: 9 binary-search steps like both references, but 1000 Adam steps (foolbox: 10000).
 """
 
@@ -63,6 +66,8 @@ class CarliniWagnerL2:
         abort_early: freeze an example once its loss stops decreasing (checked every
             ``steps // 10`` steps: loss > 0.9999 × loss at the previous check).
         bounds: input bounds ``(lo, hi)``.
+        warm_start: start each binary-search step from where the previous one ended (Adam's
+            moments are reset) instead of from the clean input.
     """
 
     def __init__(
@@ -74,7 +79,7 @@ class CarliniWagnerL2:
         initial_const: float = 1e-3,
         abort_early: bool = True,
         bounds: tuple[float, float] = (-0.5, 0.5),
-        warm_start: bool = False,
+        warm_start: bool = True,
     ):
         if binary_search_steps < 1 or steps < 1:
             raise ValueError("binary_search_steps and steps must be >= 1")
@@ -184,6 +189,7 @@ def carlini_wagner_l2(
     initial_const: float = 1e-3,
     abort_early: bool = True,
     bounds: tuple[float, float] = (-0.5, 0.5),
+    warm_start: bool = True,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> AttackResult:
@@ -209,7 +215,8 @@ def carlini_wagner_l2(
     if (bits_per_dim_fn is None) != (detector is None):
         raise ValueError("bits_per_dim_fn and detector must be given together")
     attack = CarliniWagnerL2(
-        binary_search_steps, steps, stepsize, confidence, initial_const, abort_early, bounds
+        binary_search_steps, steps, stepsize, confidence, initial_const, abort_early, bounds,
+        warm_start,
     )
 
     def model(z: Tensor) -> Observation:

@@ -35,13 +35,15 @@ class FixedNoise:
     or draws from PyTorch's global generator, which is then seeded inside
     :func:`torch.random.fork_rng` so the caller's global random state is left untouched.
 
-    With ``batch_invariant=True`` (default) every example is evaluated on its own with a generator
-    seeded by ``seed``, so all inputs see the *same* noise realisation and the output for an input
-    does not depend on the batch it is in (a model draws one ``(B, ...)`` noise tensor per call, so
-    in a batched call the noise of a row depends on its position). This costs one model call per
-    example. ``batch_invariant=False`` makes one batched call per query: deterministic for a
-    fixed batch layout only, which is not enough for attacks that query varying subsets of a
-    batch (the Boundary attack) or for re-verification in another layout.
+    With ``batch_invariant=True`` (default) all inputs see the *same* noise realisation and the
+    output for an input does not depend on the batch it is in. A model draws one ``(B, ...)`` noise
+    tensor per call, so in a plain batched call the noise of a row depends on its position; when
+    ``fn`` accepts ``shared_noise`` (as :class:`flows.model.ConditionalGlow`'s methods do) one
+    batched call with ``shared_noise=True`` gives every row the same draw, otherwise every example
+    is evaluated on its own with a generator seeded by ``seed`` (one model call per example).
+    ``batch_invariant=False`` makes one plain batched call per query: deterministic for a fixed
+    batch layout only, which is not enough for attacks that query varying subsets of a batch (the
+    Boundary attack) or for re-verification in another layout.
     """
 
     def __init__(self, fn: Callable[..., Tensor], seed: int, batch_invariant: bool = True):
@@ -49,16 +51,19 @@ class FixedNoise:
         self.seed = seed
         self.batch_invariant = batch_invariant
         self.takes_generator = _accepts_generator(fn)
+        self.takes_shared_noise = self.takes_generator and _accepts(fn, "shared_noise")
 
     def __call__(self, x: Tensor) -> Tensor:
         if not self.batch_invariant or len(x) == 1:
             return self._call(x)
+        if self.takes_shared_noise:
+            return self._call(x, shared_noise=True)
         return torch.cat([self._call(x[i : i + 1]) for i in range(len(x))])
 
-    def _call(self, x: Tensor) -> Tensor:
+    def _call(self, x: Tensor, **shared: bool) -> Tensor:
         if self.takes_generator:
             gen = torch.Generator(device=x.device).manual_seed(self.seed)
-            return self.fn(x, generator=gen)
+            return self.fn(x, generator=gen, **shared)
         devices = [x.device.index or 0] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
@@ -75,6 +80,14 @@ def _accepts_generator(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return "generator" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` has a parameter called ``name`` (``**kwargs`` does not count: unknown use)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -155,7 +168,8 @@ def flows_threat_model(
     ``detector`` is given, ``bits_per_dim(x) -> (B,)``; methods that take ``generator=`` receive
     one seeded with ``noise_seed``, others are seeded through the global generator
     (:class:`FixedNoise`, with ``batch_invariant``). ``noise_seed=None`` calls the methods as
-    they are (deterministic models). The classifier is argmax_c log p(x|y=c), i.e. argmax p(y|x) under a uniform prior.
+    they are (deterministic models). The classifier is argmax_c log p(x|y=c), i.e. argmax p(y|x)
+    under a uniform prior.
     """
     for name in ("class_log_likelihoods",) + (("bits_per_dim",) if detector else ()):
         if not callable(getattr(model, name, None)):

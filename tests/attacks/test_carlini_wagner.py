@@ -8,10 +8,13 @@ from flows.attacks import CarliniWagnerL2, LikelihoodDetector, Misclassified, ca
 FAST = {"binary_search_steps": 6, "steps": 300}
 
 
-def test_untargeted_two_gaussian_within_1e_2_relative(two_gaussian, class0_points):
+@pytest.mark.parametrize("warm_start", [True, False], ids=["warm", "restart"])
+def test_untargeted_two_gaussian_within_1e_2_relative(two_gaussian, class0_points, warm_start):
     x, y = class0_points
     analytic = -(x.flatten(1) @ two_gaussian.u)
-    result = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, **FAST)
+    result = carlini_wagner_l2(
+        two_gaussian.class_log_likelihoods, x, y, warm_start=warm_start, **FAST
+    )
     assert result.success.all()
     torch.testing.assert_close(result.l2, analytic, rtol=1e-2, atol=0)
     labels = two_gaussian.class_log_likelihoods(result.adversarial).argmax(1)

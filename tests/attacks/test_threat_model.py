@@ -42,6 +42,29 @@ def test_fixed_noise_is_batch_invariant_one_realisation_for_all(model_classes):
     assert torch.equal(layout_dependent(x[:1]), whole[:1])
 
 
+def test_fixed_noise_uses_one_batched_call_when_the_model_can_share_noise():
+    """A model method taking ``shared_noise`` is called once per query, and gives the same values
+    as one call per example (the fallback for callables without it)."""
+
+    class SharedNoiseModel:
+        calls = 0
+
+        def scores(self, x, generator=None, shared_noise=False):
+            self.calls += 1
+            rows = 1 if shared_noise else len(x)
+            noise = torch.rand(rows, 3, generator=generator, dtype=x.dtype).expand(len(x), 3)
+            return x.flatten(1)[:, :3] * 2.0 + noise
+
+    m = SharedNoiseModel()
+    x = torch.rand(5, 4, dtype=torch.float64)
+    fixed = FixedNoise(m.scores, seed=11)
+    assert fixed.takes_shared_noise
+    batched = fixed(x)
+    assert m.calls == 1
+    per_example = torch.cat([m.scores(x[i : i + 1], torch.Generator().manual_seed(11)) for i in range(5)])
+    torch.testing.assert_close(batched, per_example)
+
+
 def test_fixed_noise_with_global_generator_leaves_caller_state_untouched():
     def noisy(x):
         return x + torch.rand(x.shape, dtype=x.dtype)
