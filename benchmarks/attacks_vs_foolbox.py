@@ -9,6 +9,10 @@ small MNIST CNN, takes the first ``--n`` correctly classified test images and ru
   (``--queries``); foolbox's step count is chosen so that its queries, counted by a wrapper around
   the model, match.
 
+With ``--glow-run RUN_DIR`` the classifier is instead a trained flows model (``flows.load``): its
+class log-likelihoods with the padding/noise fixed by a seed (``FixedNoise``, one batched call per
+query), given to both libraries as logits (softmax of log-likelihoods = p(y|x)).
+
 It reports the success rate, median L2 (failures count as ∞), wall and CPU time and model queries
 per second, and writes ``--output`` (JSON). Needs ``foolbox`` 3 (``pip install foolbox``), which
 is not a dependency of the package. Inputs are ``k/256 − 0.5`` in bounds [−0.5, 0.5] as in the flows
@@ -40,6 +44,20 @@ class CountingModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.rows += x.shape[0]
         return self.net(x)
+
+
+class FixedNoiseClassifier(nn.Module):
+    """A flows model's class log-likelihoods under fixed noise, as an ``nn.Module`` for foolbox."""
+
+    def __init__(self, model: nn.Module, seed: int):
+        from flows.attacks import FixedNoise
+
+        super().__init__()
+        self.model = model
+        self.scores = FixedNoise(model.class_log_likelihoods, seed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scores(x)
 
 
 def small_cnn() -> nn.Module:
@@ -111,13 +129,20 @@ def main() -> None:
                         help="torch intra-op threads (1: stable timings on a shared machine)")
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["fb-cw-default", "fb-cw-reduced", "cw", "boundary", "fb-boundary"])
+    parser.add_argument("--glow-run", type=Path, default=None,
+                        help="attack this trained flows run instead of the CNN")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/attacks_vs_foolbox.json"))
     args = parser.parse_args()
 
     import foolbox as fb
 
     torch.set_num_threads(args.threads)
-    net = train_cnn(args.data_root, args.cache, args.epochs, args.seed)
+    if args.glow_run is None:
+        net = train_cnn(args.data_root, args.cache, args.epochs, args.seed)
+    else:
+        import flows
+
+        net = FixedNoiseClassifier(flows.load(args.glow_run).eval(), args.seed)
     for p in net.parameters():
         p.requires_grad_(False)
     test_x, test_y = load_mnist(args.data_root, train=False)
@@ -169,7 +194,7 @@ def main() -> None:
     run("boundary", ours_boundary)
     run("fb-boundary", foolbox_boundary)
     report = {
-        "config": {**{k: str(v) for k, v in vars(args).items()}, "cnn_test_accuracy": accuracy,
+        "config": {**{k: str(v) for k, v in vars(args).items()}, "classifier_test_accuracy": accuracy,
                    "threads": torch.get_num_threads(), "foolbox": fb.__version__,
                    "torch": torch.__version__},
         "results": results,
