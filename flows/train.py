@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -303,6 +304,12 @@ def train(config: TrainConfig) -> dict:
             dist.barrier()
         save(dict(position))
     if world > 1:
+        # Release DDP (its reducer holds gloo work and tensors) while the interpreter is fully
+        # alive: if it were collected during interpreter shutdown, gloo's threads could abort
+        # the process ("terminate called without an active exception").
+        del network
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
     return last_eval
 

@@ -6,6 +6,7 @@ model's training objective, and back-propagates through DistributedDataParallel;
 (averaged) gradients to ``OUT``.
 """
 
+import gc
 import sys
 
 import torch
@@ -37,6 +38,12 @@ def main(state_path: str, batch_path: str, out_path: str) -> None:
     loss.backward()
     if rank == 0:
         torch.save({name: p.grad for name, p in model.named_parameters()}, out_path)
+    # Release DDP and the autograd graph (they hold gloo work and tensors) before tearing the
+    # process group down, and let no rank close its connections while the other still uses them:
+    # otherwise gloo's threads can abort the process at interpreter shutdown.
+    del network, output, loss
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 

@@ -31,6 +31,16 @@ def _torchrun(*args: str) -> list[str]:
     ]
 
 
+def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """Run a torchrun command; on failure, show its output (not just the exit status)."""
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, (
+        f"{' '.join(command)} exited with {result.returncode}\n"
+        f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
+    )
+    return result
+
+
 def _environment() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
@@ -54,17 +64,15 @@ def test_two_process_gloo_gradients_equal_single_process_gradients(tmp_path, pri
     )
     torch.save((x, labels), tmp_path / "batch.pt")
 
-    subprocess.run(
+    _run(
         _torchrun(
             str(HERE / "ddp_worker.py"),
             str(tmp_path / "state.pt"),
             str(tmp_path / "batch.pt"),
             str(tmp_path / "grads.pt"),
         ),
-        check=True,
         env=_environment(),
         cwd=tmp_path,
-        capture_output=True,
     )
     distributed = torch.load(tmp_path / "grads.pt")
 
@@ -90,7 +98,7 @@ def test_two_process_gloo_gradients_equal_single_process_gradients(tmp_path, pri
 @pytest.mark.slow
 def test_train_cli_runs_under_torchrun_with_gloo(tmp_path):
     out = tmp_path / "run"
-    subprocess.run(
+    _run(
         _torchrun(
             "-m",
             "flows.train",
@@ -107,10 +115,8 @@ def test_train_cli_runs_under_torchrun_with_gloo(tmp_path):
             "--batch-size",
             "16",
         ),
-        check=True,
         env=_environment(),
         cwd=REPO,
-        capture_output=True,
     )
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     assert load_checkpoint(out)["position"]["global_step"] == 4
