@@ -1,12 +1,23 @@
-"""``python -m paper_figures [--only NAME ...] [--out DIR]``: regenerate the registered figures."""
+"""``python -m paper_figures [--only NAME ...] [--out DIR] [--data-root DIR] [--quick] [--retrain]``.
+
+Regenerates the registered figures and tables. The Section 6 items read the committed trained runs
+(``artifacts/runs``) and the test sets under the data root (``--data-root`` or ``CGM_DATA_ROOT``);
+the Section 3 items need neither. ``--retrain`` first trains every run again
+(:mod:`paper_figures.retrain`) into ``--runs-dir`` (default ``./runs``; interrupted runs resume)
+and then regenerates the figures from there. ``--quick`` uses small sample sizes (as the tests and
+notebooks do with ``CGM_QUICK=1``); the outputs say whether they are quick.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from pathlib import Path
 
 import matplotlib
 
+from . import trained
 from .paths import OUTPUT_ROOT
 from .registry import FIGURES, generate
 
@@ -14,19 +25,68 @@ from .registry import FIGURES, generate
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m paper_figures",
-        description="Regenerate the paper's figures from the package code "
+        description="Regenerate the paper's figures and tables from the package code "
         f"(registered: {', '.join(FIGURES)}).",
     )
-    p.add_argument("--only", action="append", choices=sorted(FIGURES), metavar="NAME",
-                   help="regenerate only this figure (repeatable); default: all")
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help=f"output root, one folder per figure (default: {OUTPUT_ROOT})")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(FIGURES),
+        metavar="NAME",
+        help="regenerate only this figure (repeatable); default: all",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"output root, one folder per figure (default: {OUTPUT_ROOT})",
+    )
+    p.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help=f"folder holding MNIST/ and cifar10-jpeg/ (default: ${trained.DATA_ROOT_ENV})",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help=f"small sample sizes (same as {trained.QUICK_ENV}=1)"
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train every run again first (resuming interrupted ones), then regenerate",
+    )
+    p.add_argument(
+        "--runs-dir",
+        default="runs",
+        metavar="DIR",
+        help="where --retrain trains (default: ./runs; never the committed artifacts)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="threads per training run (--retrain)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     matplotlib.use("Agg")
+    if args.data_root is not None:
+        if not Path(args.data_root).is_dir():
+            parser.error(f"--data-root {args.data_root!r} is not a folder")
+        os.environ[trained.DATA_ROOT_ENV] = str(Path(args.data_root).resolve())
+    if args.quick:
+        os.environ[trained.QUICK_ENV] = "1"
+    if args.retrain:
+        from .retrain import retrain
+
+        try:
+            root = trained.data_root()
+        except trained.DataRootError as error:
+            parser.error(f"--retrain needs the datasets: {error}")
+        runs = Path(args.runs_dir).resolve()
+        retrain(runs, root, threads=args.threads)
+        os.environ[trained.RUNS_ROOT_ENV] = str(runs)
     for name in args.only or list(FIGURES):
         t0 = time.perf_counter()
         files = generate(name, root=args.out)

@@ -8,6 +8,10 @@ Every module listed here provides the same small interface:
 * ``plot(numbers, config) -> (fig, axes)`` — the picture, from those numbers only;
 * ``generate(root=None, config=None) -> list[Path]`` — compute, plot and write all files.
 
+The Section 6 items (:data:`NEEDS_DATA`) read the committed trained runs and the test sets (data
+root from ``CGM_DATA_ROOT``, see :mod:`paper_figures.trained`) and also provide
+``default_config()``: the full configuration, or a small one in quick mode (``CGM_QUICK=1``).
+
 To add a figure or table, write its module and add one line to :data:`FIGURES`.
 """
 
@@ -17,12 +21,16 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["FIGURES", "load", "generate"]
+__all__ = ["FIGURES", "NEEDS_DATA", "default_config", "load", "generate"]
 
 FIGURES: dict[str, str] = {
     "figure2": "paper_figures.figure2",
     "lambda_interval": "paper_figures.lambda_interval",
+    "appendix_b": "paper_figures.appendix_b",
 }
+
+#: Items computed from the trained runs and the test sets (the others need neither).
+NEEDS_DATA: frozenset[str] = frozenset({"appendix_b"})
 
 
 def load(name: str) -> ModuleType:
@@ -35,3 +43,9 @@ def load(name: str) -> ModuleType:
 def generate(name: str, root: Path | str | None = None) -> list[Path]:
     """Regenerate figure ``name`` with its default configuration; returns the written files."""
     return load(name).generate(root=root)
+
+
+def default_config(name: str):
+    """The configuration ``generate`` uses by default (quick-mode aware for :data:`NEEDS_DATA`)."""
+    module = load(name)
+    return module.default_config() if hasattr(module, "default_config") else module.Config()

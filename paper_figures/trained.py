@@ -41,6 +41,7 @@ __all__ = [
     "load_run",
     "quick_mode",
     "run_dir",
+    "runs_root",
     "test_order",
     "test_set",
 ]
@@ -52,6 +53,7 @@ DATASET_LABELS = {"mnist": "MNIST", "cifar10": "CIFAR-10 (JPEG q75 copy)"}
 _PRESET_STEM = {"mnist": "cpu-mnist", "cifar10": "cpu-cifar"}
 DATA_ROOT_ENV = "CGM_DATA_ROOT"
 QUICK_ENV = "CGM_QUICK"
+RUNS_ROOT_ENV = "CGM_RUNS_ROOT"
 
 
 class DataRootError(FileNotFoundError):
@@ -85,13 +87,25 @@ def _check_dataset(dataset: str) -> None:
 
 
 def run_dir(dataset: str, prior: str, root: str | Path | None = None) -> Path:
-    """The run folder ``cpu-{mnist|cifar}-{prior}`` under ``root`` (default :data:`RUNS_ROOT`).
+    """The run folder ``cpu-{mnist|cifar}-{prior}`` under ``root`` (default :func:`runs_root`).
 
     ``prior`` is any suffix of a committed run (``base``, ``reweight``, ``split``, or an Appendix B
     run such as ``laplace-2ep``).
     """
     _check_dataset(dataset)
-    return Path(RUNS_ROOT if root is None else root) / f"{_PRESET_STEM[dataset]}-{prior}"
+    return _resolve_runs_root(root) / f"{_PRESET_STEM[dataset]}-{prior}"
+
+
+def _resolve_runs_root(root: str | Path | None = None) -> Path:
+    """``root`` if given, else ``$CGM_RUNS_ROOT`` (set by ``python -m paper_figures --retrain``),
+    else the committed :data:`RUNS_ROOT`."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get(RUNS_ROOT_ENV)
+    return Path(env) if env else RUNS_ROOT
+
+
+runs_root = _resolve_runs_root
 
 
 @functools.lru_cache(maxsize=16)
@@ -210,7 +224,7 @@ def _statistics_cached(
     prior: str,
     n: int | None,
     root: str,
-    runs_root: str | None,
+    runs_root: str,
     noise_seed: int,
     batch_size: int,
 ) -> TestStatistics:
@@ -246,7 +260,7 @@ def test_statistics(
         prior,
         n,
         str(data_root(root).resolve()),
-        None if runs_root is None else str(runs_root),
+        str(_resolve_runs_root(runs_root).resolve()),
         noise_seed,
         batch_size,
     )
