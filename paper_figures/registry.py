@@ -26,11 +26,17 @@ __all__ = ["FIGURES", "NEEDS_DATA", "default_config", "load", "generate"]
 FIGURES: dict[str, str] = {
     "figure2": "paper_figures.figure2",
     "lambda_interval": "paper_figures.lambda_interval",
+    "figure1": "paper_figures.figure1",
+    "figure3": "paper_figures.figure3",
+    "figure4": "paper_figures.figure4",
+    "section4_eq5": "paper_figures.section4_eq5",
     "appendix_b": "paper_figures.appendix_b",
 }
 
 #: Items computed from the trained runs and the test sets (the others need neither).
-NEEDS_DATA: frozenset[str] = frozenset({"appendix_b"})
+NEEDS_DATA: frozenset[str] = frozenset(
+    {"figure1", "figure3", "figure4", "section4_eq5", "appendix_b"}
+)
 
 
 def load(name: str) -> ModuleType:
