@@ -2,10 +2,18 @@
 
 ``python -m flows.attack RUN_DIR --attack {cw,cw-det,boundary,boundary-det} --n 100 --eps E
 --data-root DIR`` loads the run with :func:`flows.load`, attacks the first ``n`` correctly
-classified test images, re-verifies every adversarial under the attack's noise seed and under a
-fresh one, and writes ``RUN_DIR/attacks/<attack>.json`` (resolved config, detector threshold and its
-recall on real test images, Table 2 statistics under both noises, per-example records) and
-``RUN_DIR/attacks/<attack>_examples.png``.
+classified test images of a fixed random order, re-verifies every adversarial under the attack's
+noise seed and under a fresh one, and writes ``RUN_DIR/attacks/<attack>.json`` (resolved config,
+detector threshold and its recall on real test images, Table 2 statistics under both noises,
+per-example records) and ``RUN_DIR/attacks/<attack>_examples.png``.
+
+Test order. Test sets may be stored class by class (the CIFAR-10 JPEG copy is an ImageFolder: its
+first 1000 images are all airplanes), so "the first n test images" would be one class. Images are
+therefore taken in the order ``torch.randperm(N, generator=torch.Generator().manual_seed(s))`` with
+``s = --order-seed`` (default 0, the order of :func:`paper_figures.trained.test_order`); the recall
+images, the attacked images and the Boundary starting-point pool all come from it.
+``--stored-order`` keeps the stored order. Reported indices (``attacked_indices``) always refer to
+the stored test set.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class AttackConfig:
     max_queries: int | None = 5000
     pool_size: int = 1000
     example_images: int = 8
+    order_seed: int | None = 0
 
     def __post_init__(self):
         if self.attack not in ATTACKS:
@@ -72,6 +81,13 @@ class AttackConfig:
             raise ValueError("give --threshold or --threshold-quantile, not both")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+
+
+def test_order(size: int, seed: int | None) -> Tensor:
+    """The order in which test images are taken: a seeded permutation, or the stored order (None)."""
+    if seed is None:
+        return torch.arange(size)
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))
 
 
 def make_detector(
@@ -101,11 +117,20 @@ def run_experiment(
 ) -> tuple[dict, AttackResult, Tensor]:
     """Run one attack on a flows-style model (duck-typed, see :func:`flows_threat_model`).
 
+    Test images are taken in the order :func:`test_order` (``config.order_seed``): the first
+    ``recall_n`` for the detector's recall, the first ``n`` correctly classified ones as attack
+    inputs, the first ``pool_size`` others as the modified Boundary attack's starting-point pool.
+    A model with an integer ``num_dims`` (a flows model) gets the one-encoding C+1 decision
+    (``bits_from_class_scores``).
+
     Returns the JSON-ready report, the attack result and the attacked clean images.
     """
     eps = config.eps if config.eps is not None else PAPER_EPS.get(dataset or "")
     if eps is None:
         raise ValueError(f"no paper ε for dataset {dataset!r}: pass --eps")
+    order = test_order(len(test_x), config.order_seed).to(test_y.device)
+    test_x, test_y = test_x[order], test_y[order]
+    one_pass = isinstance(getattr(model, "num_dims", None), int)
     num_dims = int(getattr(model, "num_dims", test_x[0].numel()))
     bpd_fn = flows_threat_model(_Bpd(model), noise_seed=config.noise_seed).logits_fn
     recall_x = test_x[: config.recall_n]
@@ -114,8 +139,16 @@ def run_experiment(
             [bpd_fn(recall_x[s]) for s in batches(len(recall_x), config.batch_size)]
         )
     detector = make_detector(config, recall_bpd, num_dims, dataset)
-    tm = flows_threat_model(model, detector, noise_seed=config.noise_seed, eps=eps)
-    fresh = flows_threat_model(model, detector, noise_seed=config.fresh_noise_seed, eps=eps)
+    tm = flows_threat_model(
+        model, detector, noise_seed=config.noise_seed, eps=eps, bits_from_class_scores=one_pass
+    )
+    fresh = flows_threat_model(
+        model,
+        detector,
+        noise_seed=config.fresh_noise_seed,
+        eps=eps,
+        bits_from_class_scores=one_pass,
+    )
 
     labels = torch.cat([tm.classify(test_x[s]) for s in batches(len(test_x), config.batch_size)])
     correct = torch.nonzero(labels == test_y).flatten()
@@ -136,7 +169,12 @@ def run_experiment(
             "recall_on_test_images": detector.recall(recall_bpd),
             "recall_n": len(recall_bpd),
         },
-        "attacked_indices": chosen.tolist(),
+        "test_order": (
+            "stored order"
+            if config.order_seed is None
+            else f"torch.randperm(N, generator=torch.Generator().manual_seed({config.order_seed}))"
+        ),
+        "attacked_indices": order[chosen].tolist(),
         "skipped_misclassified": int(chosen[-1]) + 1 - len(chosen),
         "clean_detected": tm.detected(x).tolist(),
         "targets": None if targets is None else targets.tolist(),
@@ -314,6 +352,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="test images to draw boundary-det starting points from",
     )
     parser.add_argument("--example-images", type=int, default=8)
+    parser.add_argument(
+        "--order-seed",
+        type=int,
+        default=0,
+        help="seed of the fixed random order in which test images are taken (default 0)",
+    )
+    parser.add_argument(
+        "--stored-order",
+        action="store_true",
+        help="take test images in their stored order instead (class by class for ImageFolder)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--output",
@@ -324,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     fields = {f.name for f in dataclasses.fields(AttackConfig)}
+    if args.stored_order:
+        args.order_seed = None
     config = AttackConfig(**{k: v for k, v in vars(args).items() if k in fields})
     model = _load_run(args.run_dir, args.device)
     dataset = args.dataset

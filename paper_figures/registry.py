@@ -26,6 +26,8 @@ __all__ = ["FIGURES", "NEEDS_DATA", "default_config", "load", "generate"]
 FIGURES: dict[str, str] = {
     "figure2": "paper_figures.figure2",
     "lambda_interval": "paper_figures.lambda_interval",
+    "table1": "paper_figures.table1",
+    "table2": "paper_figures.table2",
     "figure1": "paper_figures.figure1",
     "figure3": "paper_figures.figure3",
     "figure4": "paper_figures.figure4",
@@ -35,7 +37,7 @@ FIGURES: dict[str, str] = {
 
 #: Items computed from the trained runs and the test sets (the others need neither).
 NEEDS_DATA: frozenset[str] = frozenset(
-    {"figure1", "figure3", "figure4", "section4_eq5", "appendix_b"}
+    {"table1", "table2", "figure1", "figure3", "figure4", "section4_eq5", "appendix_b"}
 )
 
 

@@ -10,11 +10,19 @@ attack the noise is fixed by a seed (:class:`FixedNoise`), so the attacker sees 
 function; the final verification is repeated under fresh noise (a :class:`ThreatModel` built with
 another seed) and both verdicts are reported. By default every input sees the same noise
 realisation, whatever batch it is evaluated in (:class:`FixedNoise`).
+
+One encoding per query. For a flows model the class scores are the class log-likelihoods
+``log p(x|y=c)`` and its bits/dim is a function of them (``log p(x) = logsumexp_c − log C`` under the
+uniform class prior, then :func:`flows.preprocess.bits_per_dim`). A :class:`ThreatModel` with
+``bits_dims`` set derives bits/dim from the class scores in :meth:`ThreatModel.decision` and
+:meth:`ThreatModel.observe`, so the C+1-way decision of the modified Boundary attack costs one
+encoding per query instead of two (the same numbers under the same fixed noise).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +32,7 @@ from torch import Tensor
 
 from flows.attacks.criteria import Observation
 from flows.attacks.detector import LikelihoodDetector
+from flows.preprocess import bits_per_dim
 
 __all__ = ["FixedNoise", "ThreatModel", "flows_threat_model"]
 
@@ -100,6 +109,11 @@ class ThreatModel:
         detector: the threshold rule on bits/dim, or None.
         bounds: input bounds.
         eps: L2 budget ε for the statistics, or None.
+        bits_dims: None, or ``D`` when ``logits_fn`` returns class log-likelihoods
+            ``log p(x|y=c)`` (nats) and ``bits_per_dim_fn(x)`` equals
+            ``bits_per_dim(logsumexp_c logits − log C, D)`` (:func:`flows.preprocess.bits_per_dim`),
+            as for flows models under the same fixed noise: :meth:`decision` and :meth:`observe`
+            then compute bits/dim from the class scores (one encoding per query).
     """
 
     logits_fn: Callable[[Tensor], Tensor]
@@ -107,10 +121,13 @@ class ThreatModel:
     detector: LikelihoodDetector | None = None
     bounds: tuple[float, float] = (-0.5, 0.5)
     eps: float | None = None
+    bits_dims: int | None = None
 
     def __post_init__(self):
         if (self.bits_per_dim_fn is None) != (self.detector is None):
             raise ValueError("bits_per_dim_fn and detector must be given together")
+        if self.bits_dims is not None and self.bits_dims < 1:
+            raise ValueError(f"bits_dims must be None or >= 1, got {self.bits_dims}")
 
     @property
     def has_detector(self) -> bool:
@@ -121,8 +138,15 @@ class ThreatModel:
         logits = self.logits_fn(x)
         bpd = None
         if with_detector and self.bits_per_dim_fn is not None:
-            bpd = self.bits_per_dim_fn(x)
+            bpd = self._bits_per_dim(x, logits)
         return Observation(logits=logits, bits_per_dim=bpd)
+
+    def _bits_per_dim(self, x: Tensor, logits: Tensor) -> Tensor:
+        """Bits/dim of ``x`` whose class scores are ``logits``: from them when ``bits_dims``."""
+        if self.bits_dims is None:
+            return self.bits_per_dim_fn(x)
+        log_px = torch.logsumexp(logits, dim=1) - math.log(logits.shape[1])
+        return bits_per_dim(log_px, self.bits_dims)
 
     def classify(self, x: Tensor) -> Tensor:
         """``(B,)`` argmax of the class scores."""
@@ -137,13 +161,17 @@ class ThreatModel:
             return self.detector.detected(self.bits_per_dim_fn(x))
 
     def decision(self, x: Tensor) -> Tensor:
-        """The C+1-way decision: the class, or ``C`` ("non-image") when detected."""
+        """The C+1-way decision: the class, or ``C`` ("non-image") when detected.
+
+        One model call per query when ``bits_dims`` is set, two otherwise.
+        """
         with torch.no_grad():
             logits = self.logits_fn(x)
             labels = logits.argmax(dim=1)
             if self.detector is None:
                 return labels
-            return torch.where(self.detected(x), logits.shape[1], labels)
+            detected = self.detector.detected(self._bits_per_dim(x, logits))
+            return torch.where(detected, logits.shape[1], labels)
 
     def with_detector(
         self, detector: LikelihoodDetector | None, bits_per_dim_fn: Callable | None = None
@@ -161,6 +189,7 @@ def flows_threat_model(
     eps: float | None = None,
     bounds: tuple[float, float] = (-0.5, 0.5),
     batch_invariant: bool = True,
+    bits_from_class_scores: bool = False,
 ) -> ThreatModel:
     """Threat model of a flows-style class-conditional model (duck-typed).
 
@@ -170,10 +199,24 @@ def flows_threat_model(
     (:class:`FixedNoise`, with ``batch_invariant``). ``noise_seed=None`` calls the methods as
     they are (deterministic models). The classifier is argmax_c log p(x|y=c), i.e. argmax p(y|x)
     under a uniform prior.
+
+    ``bits_from_class_scores=True`` (for models whose ``bits_per_dim`` is
+    :func:`flows.preprocess.bits_per_dim` of ``log p(x) = logsumexp_c log p(x|c) − log C`` with
+    ``D = model.num_dims``, as :class:`flows.ConditionalGlow`'s) sets ``bits_dims``, so the C+1-way
+    decision encodes each query once; ``bits_per_dim_fn`` is kept for :meth:`ThreatModel.detected`
+    and for gradient attacks.
     """
     for name in ("class_log_likelihoods",) + (("bits_per_dim",) if detector else ()):
         if not callable(getattr(model, name, None)):
             raise TypeError(f"model must have a callable {name}(x); got {type(model).__name__}")
+    bits_dims = None
+    if bits_from_class_scores and detector is not None:
+        bits_dims = getattr(model, "num_dims", None)
+        if not isinstance(bits_dims, int):
+            raise TypeError(
+                "bits_from_class_scores needs an integer model.num_dims (the D of bits/dim); "
+                f"got {bits_dims!r}"
+            )
 
     def fixed(fn: Callable[..., Tensor]) -> Callable[[Tensor], Tensor]:
         return fn if noise_seed is None else FixedNoise(fn, noise_seed, batch_invariant)
@@ -184,4 +227,5 @@ def flows_threat_model(
         detector=detector,
         bounds=bounds,
         eps=eps,
+        bits_dims=bits_dims,
     )

@@ -1,5 +1,6 @@
 """The attack CLI's experiment on a flows-style fake model (no dataset, no trained run)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -87,3 +88,36 @@ def test_main_without_flows_load_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.delattr(flows, "load", raising=False)
     with pytest.raises(SystemExit, match="flows.load is not available"):
         cli.main([str(tmp_path), "--attack", "cw"])
+
+
+def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
+    """A test set stored class by class (like the CIFAR-10 ImageFolder copy): the default order is
+    the seeded permutation, so the attacked images are not all of the first class; the stored order
+    is still available. Indices in the report refer to the stored test set."""
+    model, x, y = fake
+    by_class = torch.argsort(y, stable=True)
+    x, y = x[by_class], y[by_class]  # 15 of class 0, then 15 of class 1
+    config = AttackConfig(attack="cw", **{**FAST, "binary_search_steps": 1, "cw_steps": 5})
+    report, _, attacked = run_experiment(model, x, y, config, progress=False)
+    order = torch.randperm(30, generator=torch.Generator().manual_seed(0)).tolist()
+    assert report["config"]["order_seed"] == 0
+    assert report["test_order"].endswith("manual_seed(0))")
+    assert report["attacked_indices"] == order[:4]  # every clean image here is classified right
+    assert torch.equal(attacked, x[order[:4]])
+    assert set(y[order[:4]].tolist()) == {0, 1}
+    stored, _, _ = run_experiment(
+        model, x, y, dataclasses.replace(config, order_seed=None), progress=False
+    )
+    assert stored["attacked_indices"] == [0, 1, 2, 3] and stored["test_order"] == "stored order"
+    assert set(y[stored["attacked_indices"]].tolist()) == {0}
+
+    monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
+    monkeypatch.setattr(cli, "_load_test_set", lambda dataset, root, m: (x, y))
+    argv = [str(tmp_path), "--attack", "cw", "--dataset", "synthetic", "--n", "3", "--eps", "1.0",
+            "--threshold", "6.2", "--recall-n", "20", "--binary-search-steps", "1",
+            "--cw-steps", "5", "--example-images", "0"]
+    saved = cli.main([*argv, "--order-seed", "5"])
+    assert saved["config"]["order_seed"] == 5
+    expected = torch.randperm(30, generator=torch.Generator().manual_seed(5))[:3].tolist()
+    assert saved["attacked_indices"] == expected
+    assert cli.main([*argv, "--stored-order"])["attacked_indices"] == [0, 1, 2]

@@ -162,3 +162,75 @@ def test_verification_under_attack_noise_and_under_fresh_noise(model_classes):
 def test_threat_model_needs_detector_and_statistic_together(two_gaussian):
     with pytest.raises(ValueError, match="together"):
         ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim)
+
+
+def _two_pass(tm):
+    """The same threat model with bits/dim from its own ``bits_per_dim_fn`` (two encodings)."""
+    return ThreatModel(tm.logits_fn, tm.bits_per_dim_fn, tm.detector, tm.bounds, tm.eps)
+
+
+def test_one_pass_decision_equals_two_pass_and_encodes_once(model_classes):
+    """With ``bits_from_class_scores`` the C+1 decision derives bits/dim from the class
+    log-likelihoods: same verdicts and bits/dim as the two-pass decision, half the model calls."""
+    TwoGaussian, _ = model_classes
+
+    class Counting(TwoGaussian):
+        calls = 0
+
+        def class_log_likelihoods(self, x, generator=None):
+            self.calls += 1
+            return super().class_log_likelihoods(x, generator)
+
+    m = Counting(noise=0.05)
+    m.num_dims = m.dim  # TwoGaussian's bits/dim divides by D = dim, as flows.preprocess does
+    det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
+    one = flows_threat_model(m, det, noise_seed=0, bits_from_class_scores=True)
+    two = _two_pass(one)
+    assert one.bits_dims == m.dim and two.bits_dims is None
+    x = m.on_axis(torch.linspace(-0.3, 0.3, 13).tolist())
+    m.calls = 0
+    expected = two.decision(x)
+    # FixedNoise calls a model without ``shared_noise`` once per example
+    assert m.calls == 2 * len(x)  # class scores, then bits/dim (another encoding)
+    m.calls = 0
+    assert torch.equal(one.decision(x), expected)
+    assert m.calls == len(x)
+    assert set(expected.tolist()) == {0, 1, 2}  # both classes and "non-image" occur
+    torch.testing.assert_close(
+        one.observe(x).bits_per_dim, two.observe(x).bits_per_dim, rtol=1e-12, atol=1e-12
+    )
+
+
+def test_one_pass_decision_on_glow_under_fixed_noise():
+    """On the real (tiny, untrained) GLOW the one-pass C+1 decision and bits/dim are exactly the
+    two-pass ones under the same fixed noise seed."""
+    import flows
+
+    gen = torch.Generator().manual_seed(0)
+    model = flows.build_model("tiny", "reweight", num_classes=10, generator=gen).eval()
+    x = torch.rand((12, *model.config.data_shape), generator=gen) - 0.5
+    model.initialise(x, torch.Generator().manual_seed(1))
+    two_bpd = flows_threat_model(model, LikelihoodDetector(1.0, model.num_dims), noise_seed=3)
+    bpd = two_bpd.bits_per_dim_fn(x)
+    threshold = bpd.median().item()  # about half the inputs are "non-image"
+    det = LikelihoodDetector(threshold, model.num_dims)
+    one = flows_threat_model(model, det, noise_seed=3, bits_from_class_scores=True)
+    two = _two_pass(one)
+    with torch.no_grad():
+        decided = one.decision(x)
+        assert torch.equal(decided, two.decision(x))
+        assert torch.equal(one.observe(x).bits_per_dim, bpd)
+    assert (decided == model.num_classes).sum() == (bpd > threshold).sum() > 0
+    fresh = flows_threat_model(model, det, noise_seed=4, bits_from_class_scores=True)
+    assert not torch.equal(fresh.observe(x).bits_per_dim, bpd)  # the noise does matter
+
+
+def test_one_pass_needs_num_dims(model_classes):
+    TwoGaussian, _ = model_classes
+    m = TwoGaussian()
+    det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
+    with pytest.raises(TypeError, match="num_dims"):
+        flows_threat_model(m, det, bits_from_class_scores=True)
+    assert flows_threat_model(m, bits_from_class_scores=True).bits_dims is None  # no detector
+    with pytest.raises(ValueError, match="bits_dims"):
+        ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, bits_dims=0)
