@@ -49,6 +49,11 @@ VARIANTS: tuple[tuple[str, str, str, float], ...] = (
     ("reweight-ls-2ep", "Gaussian + label smoothing 0.1", "gaussian", 0.1),
 )
 SIGNIFICANCE_SE = 3.0
+_SHORT_LABELS = {
+    "Gaussian (reference)": "Gaussian\n(reference)",
+    "Gaussian-Laplace mixture": "Gaussian-\nLaplace",
+    "Gaussian + label smoothing 0.1": "Gaussian +\nlabel sm. 0.1",
+}
 
 
 @dataclass(frozen=True)
@@ -130,7 +135,7 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     rows = numbers["rows"]
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     axes = np.asarray(fig.subplots(1, 3))
-    labels = [r["label"].replace(" + ", "\n+ ").replace(" (", "\n(") for r in rows]
+    labels = [_SHORT_LABELS.get(r["label"], r["label"]) for r in rows]
     x = np.arange(len(rows))
     colours = ["0.35"] + ["#2c7bb6"] * (len(rows) - 1)
     acc = [100 * r["accuracy"] for r in rows]
@@ -155,7 +160,7 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     axes[2].set_ylabel("−log p(y|x) on test images (nats)")
     axes[2].legend(fontsize=7)
     for ax in axes:
-        ax.set_xticks(x, labels, fontsize=6.5)
+        ax.set_xticks(x, labels, fontsize=7)
     quick = " [QUICK]" if numbers["quick"] else ""
     fig.suptitle(
         f"Appendix B on {numbers['dataset']}: robust priors and label smoothing, 2 cpu-mnist "
