@@ -216,7 +216,11 @@ def _attack(
     common = {"batch_size": config.batch_size, "progress": progress, "bounds": tm.bounds}
     if config.attack in ("cw", "cw-det"):
         detection = (
-            {"bits_per_dim_fn": tm.bits_per_dim_fn, "detector": tm.detector}
+            (
+                {"bits_dims": tm.bits_dims, "detector": tm.detector}
+                if tm.bits_dims is not None
+                else {"bits_per_dim_fn": tm.bits_per_dim_fn, "detector": tm.detector}
+            )
             if config.attack == "cw-det"
             else {}
         )

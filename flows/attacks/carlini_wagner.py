@@ -50,6 +50,7 @@ from flows.attacks.criteria import (
     TargetedMisclassified,
 )
 from flows.attacks.detector import LikelihoodDetector
+from flows.preprocess import bits_per_dim
 
 __all__ = ["CarliniWagnerL2", "carlini_wagner_l2"]
 
@@ -182,6 +183,7 @@ def carlini_wagner_l2(
     targets: Tensor | None = None,
     bits_per_dim_fn: Callable[[Tensor], Tensor] | None = None,
     detector: LikelihoodDetector | None = None,
+    bits_dims: int | None = None,
     binary_search_steps: int = 9,
     steps: int = 1000,
     stepsize: float = 1e-2,
@@ -204,6 +206,11 @@ def carlini_wagner_l2(
         bits_per_dim_fn: ``(B, ...) -> (B,)`` differentiable bits/dim; with ``detector`` this
             makes the attack detection-aware (criterion ``... & NotDetected(detector)``).
         detector: the likelihood detector (threshold in bits/dim, data dimension).
+        bits_dims: instead of ``bits_per_dim_fn``, when ``logits_fn`` returns class
+            log-likelihoods log p(x|y=c) in nats (a flows model's): bits/dim are derived from the
+            same scores, ``b = (−log p(x) + D log 256) / (D ln 2)`` with
+            ``log p(x) = logsumexp_c log p(x|c) − log C`` and ``D = bits_dims``
+            (:func:`flows.preprocess.bits_per_dim`), so each step encodes the input once, not twice.
         batch_size: examples per batch (results do not depend on it).
         progress: show a progress bar over batches (tqdm, on stderr).
         Other arguments: see :class:`CarliniWagnerL2`.
@@ -212,16 +219,24 @@ def carlini_wagner_l2(
     deterministic first (:class:`flows.attacks.FixedNoise`).
     """
     check_inputs(x, bounds, y, targets)
-    if (bits_per_dim_fn is None) != (detector is None):
-        raise ValueError("bits_per_dim_fn and detector must be given together")
+    if bits_per_dim_fn is not None and bits_dims is not None:
+        raise ValueError("give bits_per_dim_fn or bits_dims, not both")
+    if (bits_per_dim_fn is None and bits_dims is None) != (detector is None):
+        raise ValueError("a detector needs bits_per_dim_fn or bits_dims, and they need a detector")
+    if bits_dims is not None and bits_dims < 1:
+        raise ValueError(f"bits_dims must be >= 1, got {bits_dims}")
     attack = CarliniWagnerL2(
         binary_search_steps, steps, stepsize, confidence, initial_const, abort_early, bounds,
         warm_start,
     )
 
     def model(z: Tensor) -> Observation:
+        logits = logits_fn(z)
+        if bits_dims is not None:
+            log_px = torch.logsumexp(logits, dim=1) - math.log(logits.shape[1])
+            return Observation(logits=logits, bits_per_dim=bits_per_dim(log_px, bits_dims))
         bpd = None if bits_per_dim_fn is None else bits_per_dim_fn(z)
-        return Observation(logits=logits_fn(z), bits_per_dim=bpd)
+        return Observation(logits=logits, bits_per_dim=bpd)
 
     criterion: Criterion = Misclassified(y) if targets is None else TargetedMisclassified(targets)
     if detector is not None:

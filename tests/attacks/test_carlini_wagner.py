@@ -63,6 +63,35 @@ def test_detection_aware_matches_analytic_and_plain_cw_is_detected(two_gaussian)
     torch.testing.assert_close(aware.l2, (s_star - s0).double(), rtol=1e-2, atol=0)
 
 
+def test_bits_from_class_scores_equal_the_two_pass_attack_with_one_call_per_step(two_gaussian):
+    """bits_dims: bits/dim from the same class log-likelihoods; bits_per_dim is never called."""
+    m = two_gaussian
+    det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
+    x, y = m.on_axis(torch.tensor([-0.3, -0.2, -0.35])), torch.zeros(3, dtype=torch.long)
+    calls = {"scores": 0, "bits": 0}
+
+    def scores(z):
+        calls["scores"] += 1
+        return m.class_log_likelihoods(z)
+
+    def bits(z):
+        calls["bits"] += 1
+        return m.bits_per_dim(z)
+
+    two_pass = carlini_wagner_l2(scores, x, y, bits_per_dim_fn=bits, detector=det, **FAST)
+    assert calls["bits"] == calls["scores"] > 0
+    calls.update(scores=0, bits=0)
+    one_pass = carlini_wagner_l2(scores, x, y, bits_dims=m.dim, detector=det, **FAST)
+    assert calls["bits"] == 0 and calls["scores"] > 0
+    assert torch.equal(one_pass.success, two_pass.success) and one_pass.success.all()
+    torch.testing.assert_close(one_pass.l2, two_pass.l2, rtol=1e-6, atol=1e-9)
+    assert not det.detected(m.bits_per_dim(one_pass.adversarial)).any()
+    with pytest.raises(ValueError, match="not both"):
+        carlini_wagner_l2(scores, x, y, bits_per_dim_fn=bits, bits_dims=m.dim, detector=det)
+    with pytest.raises(ValueError, match="bits_dims must be"):
+        carlini_wagner_l2(scores, x, y, bits_dims=0, detector=det)
+
+
 def test_confidence_gives_the_requested_log_posterior_margin(two_gaussian, class0_points):
     x, y = class0_points
     result = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, confidence=3.0, **FAST)
@@ -117,8 +146,10 @@ def test_already_misclassified_input_costs_nothing(model_classes):
 
 def test_argument_validation(two_gaussian, class0_points):
     x, y = class0_points
-    with pytest.raises(ValueError, match="together"):
+    with pytest.raises(ValueError, match="need a detector"):
         carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, bits_per_dim_fn=abs)
+    with pytest.raises(ValueError, match="need a detector"):
+        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, bits_dims=8)
     with pytest.raises(ValueError, match="bounds"):
         carlini_wagner_l2(two_gaussian.class_log_likelihoods, x + 1.0, y)
     with pytest.raises(ValueError, match="labels must have shape"):
