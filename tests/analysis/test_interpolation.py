@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-import flows
 from flows.analysis import (
     alpha_grid,
     eligible_endpoints,
@@ -17,28 +16,16 @@ from flows.analysis import (
 )
 from flows.attacks import FixedNoise
 from flows.preprocess import bits_per_dim
+from tests.analysis.conftest import make_tiny_model
 
 #: The model computes in float32: batched kernels may round differently by batch layout.
 FLOAT32 = {"rtol": 1e-5, "atol": 1e-4}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models gain nothing from two threads on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tiny_model():
-    """An untrained tiny split-prior GLOW (1×8×8 images, 10 classes), actnorm initialised."""
-    gen = torch.Generator().manual_seed(0)
-    model = flows.build_model("tiny", "split", num_classes=10, generator=gen)
-    x = torch.rand((16, *model.config.data_shape), generator=gen) - 0.5
-    model.initialise(x, torch.Generator().manual_seed(1))
-    return model.eval()
+    """An untrained tiny split-prior GLOW (see conftest.make_tiny_model)."""
+    return make_tiny_model("split")
 
 
 @pytest.fixture(scope="module")

@@ -5,29 +5,17 @@ import math
 import pytest
 import torch
 
-import flows
 from flows.analysis import likelihood_terms, measure_likelihood_terms, per_image_terms
 from flows.attacks import FixedNoise
 from flows.objectives import nll_loss
 from flows.preprocess import bits_per_dim
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models gain nothing from two threads on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+from tests.analysis.conftest import make_tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    gen = torch.Generator().manual_seed(0)
-    model = flows.build_model("tiny", "base", num_classes=10, generator=gen)
-    x = torch.rand((16, *model.config.data_shape), generator=gen) - 0.5
-    model.initialise(x, torch.Generator().manual_seed(1))
-    return model.eval()
+    """An untrained tiny base-prior GLOW (see conftest.make_tiny_model)."""
+    return make_tiny_model("base")
 
 
 def _random_log_likelihoods(n=64, classes=10, seed=0):
