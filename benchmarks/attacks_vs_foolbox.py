@@ -5,9 +5,13 @@ small MNIST CNN, takes the first ``--n`` correctly classified test images and ru
 
 - CW-L2: ours with default settings; foolbox ``L2CarliniWagnerAttack`` with its defaults (9 × 10000
   steps) and with the reduced setting (5 × 1000 steps);
-- Boundary: ours and foolbox ``BoundaryAttack`` at the same number of model queries per image
-  (``--queries``); foolbox's step count is chosen so that its queries, counted by a wrapper around
-  the model, match.
+- Boundary: ours (defaults, and with low-frequency proposals, ``LOW_FREQUENCY``) and foolbox
+  ``BoundaryAttack`` at the same number of model queries per image (``--queries``); foolbox's
+  step count is chosen so that its queries, counted by a wrapper around the model, match.
+
+Rows of an earlier run with the same classifier, images and budget are kept in ``--output`` unless
+run again (``--skip`` the others), and the file is rewritten after every row, so the long rows can
+be measured in runs of their own.
 
 With ``--glow-run RUN_DIR`` the classifier is instead a trained flows model (``flows.load``): its
 class log-likelihoods with the padding/noise fixed by a seed (``FixedNoise``, one batched call per
@@ -31,6 +35,18 @@ import torch
 from torch import Tensor, nn
 
 from flows.attacks import boundary_attack, carlini_wagner_l2
+
+# Our Boundary attack with low-frequency proposals; the two settings were chosen on the first 40
+# of the CNN's 100 benchmark images (README).
+LOW_FREQUENCY = {"proposal_scale": 2, "adapt_every": 20}
+SETTINGS = {
+    "cw": "ours, defaults: initial_const='auto', 9 x 300 Adam steps, warm start",
+    "fb-cw-reduced": "foolbox L2CarliniWagnerAttack(binary_search_steps=5, steps=1000)",
+    "fb-cw-default": "foolbox L2CarliniWagnerAttack() (9 x 10000 steps)",
+    "boundary": "ours, defaults (i.i.d. proposals), max_queries = --queries",
+    "boundary-lf": f"ours, {LOW_FREQUENCY}, max_queries = --queries",
+    "fb-boundary": "foolbox BoundaryAttack(steps) with steps matched to --queries",
+}
 
 
 class CountingModel(nn.Module):
@@ -76,11 +92,11 @@ def load_mnist(root: Path, train: bool) -> tuple[Tensor, Tensor]:
 
 
 def train_cnn(root: Path, cache: Path, epochs: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)  # before the initialisation: the same seed gives the same CNN
     net = small_cnn()
     if cache.is_file():
         net.load_state_dict(torch.load(cache))
         return net.eval()
-    torch.manual_seed(seed)
     x, y = load_mnist(root, train=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(epochs):
@@ -106,12 +122,14 @@ def summarise(name: str, x: Tensor, adv: Tensor, success: Tensor, seconds: float
     l2 = torch.where(ok, (adv - x).flatten(1).norm(dim=1), torch.full((len(x),), math.inf))
     row = {
         "attack": name,
+        "settings": SETTINGS[name],
         "success_pct": 100.0 * ok.double().mean().item(),
         "median_l2": l2.median().item(),
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
         "queries_per_image": queries,
         "queries_per_second": queries * len(x) / seconds,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(json.dumps(row))
     return row
@@ -128,7 +146,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1: stable timings on a shared machine)")
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["fb-cw-default", "fb-cw-reduced", "cw", "boundary", "fb-boundary"])
+                        choices=list(SETTINGS))
     parser.add_argument("--glow-run", type=Path, default=None,
                         help="attack this trained flows run instead of the CNN")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/attacks_vs_foolbox.json"))
@@ -176,10 +194,12 @@ def main() -> None:
             return raw, success, None
         return go
 
-    def ours_boundary():
-        r = boundary_attack(lambda z: counted(z).argmax(1), x, y, max_queries=args.queries,
-                            steps=10 * args.queries, seed=args.seed)
-        return r.adversarial, r.success, r.queries.double().mean().item()
+    def ours_boundary(**options):
+        def go():
+            r = boundary_attack(lambda z: counted(z).argmax(1), x, y, max_queries=args.queries,
+                                steps=10 * args.queries, seed=args.seed, **options)
+            return r.adversarial, r.success, r.queries.double().mean().item()
+        return go
 
     def foolbox_boundary():
         # foolbox: ~50 init queries, then 1 query per step plus 1 every 10th step
@@ -188,18 +208,39 @@ def main() -> None:
         raw, _, success = attack(fmodel, x, y, epsilons=None)
         return raw, success, None
 
-    run("cw", ours_cw)
-    run("fb-cw-reduced", foolbox_cw(binary_search_steps=5, steps=1000))
-    run("fb-cw-default", foolbox_cw())
-    run("boundary", ours_boundary)
-    run("fb-boundary", foolbox_boundary)
-    report = {
-        "config": {**{k: str(v) for k, v in vars(args).items()}, "classifier_test_accuracy": accuracy,
-                   "threads": torch.get_num_threads(), "foolbox": fb.__version__,
-                   "torch": torch.__version__},
-        "results": results,
+    config = {
+        **{k: str(v) for k, v in vars(args).items() if k not in ("skip", "output")},
+        "classifier_test_accuracy": accuracy, "threads": torch.get_num_threads(),
+        "foolbox": fb.__version__, "torch": torch.__version__,
+        "images": chosen.tolist(),
     }
-    args.output.write_text(json.dumps(report, indent=2))
+    # Rows of an earlier run on the same classifier and images are kept unless re-run here, so a
+    # long row (foolbox's default CW) can be measured in a run of its own.
+    kept = []
+    if args.output.is_file():
+        earlier = json.loads(args.output.read_text())
+        same = all(earlier.get("config", {}).get(k) == config[k]
+                   for k in ("n", "queries", "glow_run", "seed", "epochs", "images"))
+        if same:
+            kept = earlier["results"]
+
+    def save():
+        fresh = {row["attack"] for row in results}
+        rows = [row for row in kept if row["attack"] not in fresh] + results
+        order = list(SETTINGS)
+        rows.sort(key=lambda row: order.index(row["attack"]))
+        args.output.write_text(json.dumps({"config": config, "results": rows}, indent=2))
+
+    for name, fn in [
+        ("cw", ours_cw),
+        ("fb-cw-reduced", foolbox_cw(binary_search_steps=5, steps=1000)),
+        ("fb-cw-default", foolbox_cw()),
+        ("boundary", ours_boundary()),
+        ("boundary-lf", ours_boundary(**LOW_FREQUENCY)),
+        ("fb-boundary", foolbox_boundary),
+    ]:
+        run(name, fn)
+        save()  # after every row: a killed run keeps what it measured
 
 
 if __name__ == "__main__":

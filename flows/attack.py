@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +65,13 @@ class AttackConfig:
     fresh_noise_seed: int = 1
     batch_size: int = 10
     binary_search_steps: int = 9
-    cw_steps: int = 1000
+    cw_steps: int = 300
     stepsize: float = 1e-2
     confidence: float = 0.0
-    initial_const: float = 1e-3
+    initial_const: float | str = "auto"
     boundary_steps: int = 5000
     max_queries: int | None = 5000
+    proposal_scale: int = 1
     pool_size: int = 1000
     example_images: int = 8
     order_seed: int | None = 0
@@ -81,6 +83,19 @@ class AttackConfig:
             raise ValueError("give --threshold or --threshold-quantile, not both")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+
+
+def _initial_const(text: str) -> float | str:
+    """``--initial-const``: ``auto`` or a positive number."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0 or 'auto', got {text!r}")
+    return value
 
 
 def test_order(size: int, seed: int | None) -> Tensor:
@@ -236,7 +251,12 @@ def _attack(
             **detection,
             **common,
         )
-    walk = {"steps": config.boundary_steps, "max_queries": config.max_queries, "seed": config.seed}
+    walk = {
+        "steps": config.boundary_steps,
+        "max_queries": config.max_queries,
+        "seed": config.seed,
+        "proposal_scale": config.proposal_scale,
+    }
     if config.attack == "boundary":
         return boundary_attack(tm.classify, x, y, **walk, **common)
     keep = torch.ones(len(test_x), dtype=torch.bool)
@@ -343,12 +363,23 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--binary-search-steps", type=int, default=9)
-    parser.add_argument("--cw-steps", type=int, default=1000)
+    parser.add_argument("--cw-steps", type=int, default=300)
     parser.add_argument("--stepsize", type=float, default=1e-2)
     parser.add_argument("--confidence", type=float, default=0.0)
-    parser.add_argument("--initial-const", type=float, default=1e-3)
+    parser.add_argument(
+        "--initial-const",
+        type=_initial_const,
+        default="auto",
+        help="CW's first c: a number > 0, or 'auto' (linearised per example)",
+    )
     parser.add_argument("--boundary-steps", type=int, default=5000)
     parser.add_argument("--max-queries", type=int, default=5000)
+    parser.add_argument(
+        "--proposal-scale",
+        type=int,
+        default=1,
+        help="Boundary: draw the orthogonal step at 1/s resolution, upsampled (1: i.i.d.)",
+    )
     parser.add_argument(
         "--pool-size",
         type=int,

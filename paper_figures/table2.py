@@ -132,6 +132,8 @@ class Config:
         detector_n: test images whose bits/dim set the threshold (None: all 10 000).
         recall_n: test images on which each experiment re-measures the threshold's recall.
         cw_binary_search_steps, cw_steps: CW-L2's outer binary search and Adam steps.
+        cw_initial_const: CW-L2's first constant c (1e-3, the setting of the committed table;
+            the library's default is now ``"auto"``).
         boundary_queries: the Boundary attack's query budget per image (and its step limit).
         seed: Boundary walks and ``boundary-det`` targets / starting points.
         noise_seed, fresh_noise_seed: model noise during the attack and at the second
@@ -146,6 +148,7 @@ class Config:
     recall_n: int = 100
     cw_binary_search_steps: int = 4
     cw_steps: int = 60
+    cw_initial_const: float | str = 1e-3
     boundary_queries: int = 1000
     seed: int = 0
     noise_seed: int = 0
@@ -201,6 +204,7 @@ def attack_config(config: Config, attack: str, threshold: float):
         batch_size=max(config.n, 50),  # the attack runs as one batch; classification in 50s
         binary_search_steps=config.cw_binary_search_steps,
         cw_steps=config.cw_steps,
+        initial_const=config.cw_initial_const,
         boundary_steps=config.boundary_queries,
         max_queries=config.boundary_queries,
         pool_size=config.candidates,

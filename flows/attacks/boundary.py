@@ -16,6 +16,10 @@ rates (every ``adapt_every`` steps): spherical rate > 0.5 multiplies both steps 
 ``s_src``, < 0.2 divides it. An example stops (and stops spending queries) once ``s_src`` falls
 below ``source_step_convergence`` or its query budget is spent.
 
+Proposals: i.i.d. Gaussian by default, or (``proposal_scale`` s > 1) drawn on a grid s times
+coarser and upsampled bilinearly, which concentrates the search on low spatial frequencies (a
+"biased sampling" prior in the sense of Brunner et al. 2019, *Guessing Smart*).
+
 Initialisation: from given starting points, or from uniform noise in the bounds (up to
 ``init_attempts`` draws per example; if none is adversarial the example is reported as failed
 with the reason). Either way, a binary search on the segment from ``x`` to the starting point
@@ -82,6 +86,12 @@ class BoundaryAttack:
         init_binary_steps: bisection steps on the segment from ``x`` to the starting point.
         seed: seed of the per-example random generators.
         bounds: input bounds ``(lo, hi)``.
+        proposal_scale: ``s``; with ``s > 1`` (image batches ``(B, C, H, W)`` only) the
+            orthogonal step's Gaussian is drawn at ``(C, ⌈H/s⌉, ⌈W/s⌉)`` and upsampled
+            bilinearly to ``(C, H, W)``: a low-frequency proposal (the biased sampling of
+            Brunner et al. 2019), which on MNIST finds closer adversarials at the same budget.
+            The source step still moves in all ``C·H·W`` dimensions. ``1``: i.i.d. N(0, I), as
+            Brendel et al.
     """
 
     def __init__(
@@ -97,7 +107,10 @@ class BoundaryAttack:
         init_binary_steps: int = 20,
         seed: int = 0,
         bounds: tuple[float, float] = (-0.5, 0.5),
+        proposal_scale: int = 1,
     ):
+        if proposal_scale < 1:
+            raise ValueError(f"proposal_scale must be >= 1, got {proposal_scale}")
         if steps < 0 or init_attempts < 1 or init_binary_steps < 0 or adapt_every < 1:
             raise ValueError("steps, init_binary_steps >= 0; init_attempts, adapt_every >= 1")
         if spherical_step <= 0 or source_step <= 0 or step_adaptation <= 1:
@@ -113,6 +126,7 @@ class BoundaryAttack:
         self.init_binary_steps = init_binary_steps
         self.seed = seed
         self.bounds = bounds
+        self.proposal_scale = proposal_scale
 
     def run(
         self,
@@ -133,6 +147,10 @@ class BoundaryAttack:
                 (default ``0..B-1``); the same index and seed give the same run in any batch.
         """
         check_inputs(x, self.bounds)
+        if self.proposal_scale > 1 and x.dim() != 4:
+            raise ValueError(
+                f"proposal_scale > 1 needs image batches (B, C, H, W), got shape {tuple(x.shape)}"
+            )
         x = x.detach()
         b = x.shape[0]
         lo, hi = self.bounds
@@ -228,7 +246,7 @@ class BoundaryAttack:
         src_trials = torch.zeros_like(sph_trials)
         src_hits = torch.zeros_like(sph_trials)
         all_rows = torch.arange(b, device=x.device)
-        noise = _NoiseBank(gens, x.shape[1:], x.dtype, x.device)
+        noise = _NoiseBank(gens, x.shape[1:], x.dtype, x.device, scale=self.proposal_scale)
         for step in range(self.steps):
             active = running & (src >= self.source_step_convergence)
             if self.max_queries is not None:
@@ -288,7 +306,8 @@ class _NoiseBank:
     """Per-example N(0, I) draws, made in blocks of ``block`` from each example's generator.
 
     Example ``i`` always receives the same sequence (its generator's), whatever the batch; block
-    draws only save per-step Python calls.
+    draws only save per-step Python calls. With ``scale`` s > 1 (images ``(C, H, W)`` only), each
+    draw is made at ``(C, ⌈H/s⌉, ⌈W/s⌉)`` and upsampled bilinearly to ``(C, H, W)``.
     """
 
     def __init__(
@@ -298,19 +317,30 @@ class _NoiseBank:
         dtype: torch.dtype,
         device: torch.device,
         block: int = 32,
+        scale: int = 1,
     ):
         self.gens, self.shape, self.dtype, self.device = gens, shape, dtype, device
-        self.block = block
+        self.block, self.scale = block, scale
+        if scale > 1 and len(shape) != 3:
+            raise ValueError(f"proposal_scale > 1 needs (C, H, W) inputs, got shape {tuple(shape)}")
+        self.draw_shape = (
+            shape if scale == 1 else (shape[0], -(-shape[1] // scale), -(-shape[2] // scale))
+        )
         self.bank = torch.empty((len(gens), block, *shape), dtype=dtype, device=device)
         self.position = torch.full((len(gens),), block, dtype=torch.int64, device=device)
 
     def draw(self, rows: Tensor) -> Tensor:
         """One draw for each example in ``rows``: ``(len(rows), *shape)``."""
         for r in rows[self.position[rows] == self.block].tolist():
-            self.bank[r] = torch.randn(
-                (self.block, *self.shape), generator=self.gens[r], dtype=self.dtype,
+            draws = torch.randn(
+                (self.block, *self.draw_shape), generator=self.gens[r], dtype=self.dtype,
                 device=self.device,
             )
+            if self.scale > 1:
+                draws = torch.nn.functional.interpolate(
+                    draws, size=tuple(self.shape[1:]), mode="bilinear", align_corners=False
+                )
+            self.bank[r] = draws
             self.position[r] = 0
         eta = self.bank[rows, self.position[rows]]
         self.position[rows] += 1
@@ -347,6 +377,7 @@ def boundary_attack(
     init_binary_steps: int = 20,
     seed: int = 0,
     bounds: tuple[float, float] = (-0.5, 0.5),
+    proposal_scale: int = 1,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> AttackResult:
@@ -369,7 +400,7 @@ def boundary_attack(
     check_inputs(x, bounds, y, targets)
     attack = BoundaryAttack(
         steps, max_queries, spherical_step, source_step, step_adaptation, adapt_every,
-        source_step_convergence, init_attempts, init_binary_steps, seed, bounds,
+        source_step_convergence, init_attempts, init_binary_steps, seed, bounds, proposal_scale,
     )
     criterion: Criterion = Misclassified(y) if targets is None else TargetedMisclassified(targets)
     if reject_label is not None:

@@ -171,3 +171,42 @@ def test_invalid_hyperparameters():
         BoundaryAttack(step_adaptation=1.0)
     with pytest.raises(ValueError):
         BoundaryAttack(init_attempts=0)
+
+
+def test_low_frequency_proposals_span_only_the_coarse_grid():
+    """proposal_scale s: every draw is a bilinear upsampling of a (C, H/s, W/s) draw, so many
+    draws span exactly C·(H/s)·(W/s) dimensions; s = 1 spans all C·H·W."""
+    from flows.attacks.boundary import _NoiseBank
+
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    shape = torch.Size((2, 8, 8))
+    for scale, rank in ((1, 128), (2, 32), (4, 8)):
+        bank = _NoiseBank(gens, shape, torch.float64, torch.device("cpu"), scale=scale)
+        draws = torch.cat([bank.draw(torch.arange(3)) for _ in range(80)])
+        assert draws.shape == (240, 2, 8, 8)
+        assert torch.linalg.matrix_rank(draws.flatten(1)).item() == rank
+
+
+def test_low_frequency_proposals_near_analytic_and_batch_invariant(model_classes):
+    TwoGaussian, _ = model_classes
+    model = TwoGaussian(dim=64, shape=(1, 8, 8))
+    gen = torch.Generator().manual_seed(0)
+    noise = 0.05 * torch.randn(4, 64, generator=gen, dtype=torch.float64)
+    x = (model.means[0] + noise).reshape(4, 1, 8, 8)
+    y = torch.zeros(4, dtype=torch.long)
+    analytic = -(x.flatten(1) @ model.u)
+    run = {"max_queries": BUDGET, "seed": 1, "proposal_scale": 2}
+    whole = boundary_attack(classify(model), x, y, **run)
+    split = boundary_attack(classify(model), x, y, batch_size=3, **run)
+    assert whole.success.all() and (whole.queries <= BUDGET).all()
+    assert (whole.l2 >= analytic * (1 - 1e-9)).all() and (whole.l2 <= 1.1 * analytic).all()
+    assert torch.equal(split.adversarial, whole.adversarial)
+    assert torch.equal(split.queries, whole.queries)
+
+
+def test_proposal_scale_validation(two_gaussian, class0_points):
+    with pytest.raises(ValueError, match="proposal_scale"):
+        BoundaryAttack(proposal_scale=0)
+    x, y = class0_points
+    with pytest.raises(ValueError, match="proposal_scale"):
+        boundary_attack(classify(two_gaussian), x.flatten(1), y, max_queries=50, proposal_scale=2)

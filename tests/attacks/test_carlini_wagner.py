@@ -8,12 +8,16 @@ from flows.attacks import CarliniWagnerL2, LikelihoodDetector, Misclassified, ca
 FAST = {"binary_search_steps": 6, "steps": 300}
 
 
+@pytest.mark.parametrize("initial_const", [1e-3, "auto"], ids=["c0=1e-3", "c0=auto"])
 @pytest.mark.parametrize("warm_start", [True, False], ids=["warm", "restart"])
-def test_untargeted_two_gaussian_within_1e_2_relative(two_gaussian, class0_points, warm_start):
+def test_untargeted_two_gaussian_within_1e_2_relative(
+    two_gaussian, class0_points, warm_start, initial_const
+):
     x, y = class0_points
     analytic = -(x.flatten(1) @ two_gaussian.u)
     result = carlini_wagner_l2(
-        two_gaussian.class_log_likelihoods, x, y, warm_start=warm_start, **FAST
+        two_gaussian.class_log_likelihoods, x, y, warm_start=warm_start,
+        initial_const=initial_const, **FAST
     )
     assert result.success.all()
     torch.testing.assert_close(result.l2, analytic, rtol=1e-2, atol=0)
@@ -92,6 +96,41 @@ def test_bits_from_class_scores_equal_the_two_pass_attack_with_one_call_per_step
         carlini_wagner_l2(scores, x, y, bits_dims=0, detector=det)
 
 
+def test_auto_initial_const_is_the_lagrange_multiplier_of_a_linear_model(model_classes):
+    """Linear scores: c0 = 2 margin / ||w_y - w_j||^2 exactly, the constrained optimum's multiplier.
+
+    The hinge's log-posterior margin s_y - s_j is linear in x, so the linearisation is exact and
+    the minimiser of ||d||^2 + c0 * hinge is the minimal adversarial; one binary-search step from
+    c0 already lands on it (within the tolerance of Adam's last steps)."""
+    _, Linear = model_classes
+    weight = [[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 1.0]]
+    model = Linear(weight, [0.3, 0.0, 0.0], offset=-1000.0)
+    x = torch.tensor([[0.1, 0.1, 0.0, -0.2], [0.1, -0.2, 0.3, 0.0]], dtype=torch.float64)
+    y = model(x).argmax(1)
+    expected = {}
+
+    def observe(z):
+        from flows.attacks import Observation
+
+        return Observation(logits=model(z))
+
+    attack = CarliniWagnerL2(initial_const="auto")
+    const = attack._linearised_const(observe, x, Misclassified(y))
+    w = torch.tensor(weight, dtype=torch.float64)
+    scores = model(x)
+    for i in range(2):
+        runner_up = max((j for j in range(3) if j != y[i]), key=lambda j: scores[i, j].item())
+        margin = scores[i, y[i]] - scores[i, runner_up]
+        expected[i] = 2 * margin / (w[y[i]] - w[runner_up]).pow(2).sum()
+    torch.testing.assert_close(const, torch.stack([expected[0], expected[1]]), rtol=1e-12, atol=0)
+    result = carlini_wagner_l2(model, x, y, initial_const="auto", binary_search_steps=1, steps=300)
+    dist = torch.tensor([
+        min(model.min_distance(xi, 0, t) for t in (1, 2)) for xi in x
+    ], dtype=torch.float64)
+    assert result.success.all()
+    torch.testing.assert_close(result.l2, dist, rtol=1e-2, atol=0)
+
+
 def test_confidence_gives_the_requested_log_posterior_margin(two_gaussian, class0_points):
     x, y = class0_points
     result = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, confidence=3.0, **FAST)
@@ -156,6 +195,9 @@ def test_argument_validation(two_gaussian, class0_points):
         carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y[:2])
     with pytest.raises(ValueError, match="steps"):
         CarliniWagnerL2(steps=0)
+    for bad in (0, -1.0, "linear"):
+        with pytest.raises(ValueError, match="initial_const"):
+            CarliniWagnerL2(initial_const=bad)
 
 
 def test_class_api_with_criterion_object(two_gaussian, class0_points):
