@@ -121,3 +121,25 @@ def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
     expected = torch.randperm(30, generator=torch.Generator().manual_seed(5))[:3].tolist()
     assert saved["attacked_indices"] == expected
     assert cli.main([*argv, "--stored-order"])["attacked_indices"] == [0, 1, 2]
+
+
+def test_initial_const_option_takes_auto_or_a_positive_number():
+    import argparse
+
+    assert cli._initial_const("auto") == "auto"
+    assert cli._initial_const("1e-3") == pytest.approx(1e-3)
+    for bad in ("0", "-2", "nan", "linear"):
+        with pytest.raises(argparse.ArgumentTypeError, match="'auto'"):
+            cli._initial_const(bad)
+    assert AttackConfig(attack="cw").initial_const == "auto"
+
+
+def test_proposal_scale_reaches_the_boundary_attack(fake):
+    """--proposal-scale changes the walk (low-frequency proposals) and is saved in the config."""
+    model, x, y = fake
+    base = AttackConfig(attack="boundary", **FAST)
+    low = dataclasses.replace(base, proposal_scale=2)
+    reports = [run_experiment(model, x, y, c, progress=False)[0] for c in (base, low)]
+    assert reports[1]["config"]["proposal_scale"] == 2
+    l2 = [[r["l2"] for r in rep["attack"]["records"]] for rep in reports]
+    assert l2[0] != l2[1]
