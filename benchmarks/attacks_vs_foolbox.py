@@ -26,6 +26,7 @@ package; the CNN sees the 28×28 images.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import time
@@ -112,6 +113,15 @@ def train_cnn(root: Path, cache: Path, epochs: int, seed: int) -> nn.Module:
     return net.eval()
 
 
+def weights_sha256(net: nn.Module) -> str:
+    """Fingerprint of the classifier's weights: retraining the CNN on another machine (another
+    oneDNN kernel choice) gives a slightly different network, whose rows must not be merged."""
+    digest = hashlib.sha256()
+    for tensor in net.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def summarise(name: str, x: Tensor, adv: Tensor, success: Tensor, seconds: float,
               cpu_seconds: float, queries: float, net: nn.Module, y: Tensor) -> dict:
     """Re-verify (label wrong, in bounds) and summarise one attack run."""
@@ -130,8 +140,10 @@ def summarise(name: str, x: Tensor, adv: Tensor, success: Tensor, seconds: float
         "queries_per_image": queries,
         "queries_per_second": queries * len(x) / seconds,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        # per image, in the order of config["images"]; null where the attack failed
+        "l2_per_image": [v if math.isfinite(v) else None for v in l2.tolist()],
     }
-    print(json.dumps(row))
+    print(json.dumps({k: v for k, v in row.items() if k != "l2_per_image"}))
     return row
 
 
@@ -211,6 +223,7 @@ def main() -> None:
     config = {
         **{k: str(v) for k, v in vars(args).items() if k not in ("skip", "output")},
         "classifier_test_accuracy": accuracy, "threads": torch.get_num_threads(),
+        "classifier_sha256": weights_sha256(net),
         "foolbox": fb.__version__, "torch": torch.__version__,
         "images": chosen.tolist(),
     }
@@ -220,7 +233,10 @@ def main() -> None:
     if args.output.is_file():
         earlier = json.loads(args.output.read_text())
         same = all(earlier.get("config", {}).get(k) == config[k]
-                   for k in ("n", "queries", "glow_run", "seed", "epochs", "images"))
+                   for k in ("n", "queries", "glow_run", "seed", "epochs", "images",
+                             "classifier_test_accuracy"))
+        recorded = earlier.get("config", {}).get("classifier_sha256")
+        same = same and recorded in (None, config["classifier_sha256"])
         if same:
             kept = earlier["results"]
 

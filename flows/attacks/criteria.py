@@ -100,10 +100,11 @@ class Criterion:
         """``(B,)`` bool: whether each observed input satisfies the criterion."""
         raise NotImplementedError
 
-    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+    def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         """``(B,)`` non-negative differentiable hinge loss, zero when the criterion holds.
 
-        ``confidence`` (κ, in nats of log-posterior ratio) only applies to classification terms.
+        ``confidence`` (κ, in nats of log-posterior ratio; a float or a ``(B,)`` tensor) only
+        applies to classification terms.
         """
         raise NotImplementedError
 
@@ -133,7 +134,7 @@ class And(Criterion):
             result = result & c.is_adversarial(obs)
         return result
 
-    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+    def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         return sum(c.loss(obs, confidence) for c in self.criteria)
 
     def select(self, index: slice | Tensor) -> And:
@@ -156,7 +157,7 @@ class Misclassified(Criterion):
     def is_adversarial(self, obs: Observation) -> Tensor:
         return obs.predicted() != self.labels
 
-    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+    def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         if obs.logits is None:
             raise ValueError("Misclassified.loss needs class scores (a decision is not enough)")
         return torch.clamp(log_posterior_margin(obs.logits, self.labels) + confidence, min=0)
@@ -177,7 +178,7 @@ class TargetedMisclassified(Criterion):
     def is_adversarial(self, obs: Observation) -> Tensor:
         return obs.predicted() == self.targets
 
-    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+    def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         if obs.logits is None:
             raise ValueError("TargetedMisclassified.loss needs class scores")
         return torch.clamp(confidence - log_posterior_margin(obs.logits, self.targets), min=0)
@@ -210,7 +211,7 @@ class NotDetected(Criterion):
             "NotDetected needs bits_per_dim and a detector, or a C+1-way decision (rejected)"
         )
 
-    def loss(self, obs: Observation, confidence: float = 0.0) -> Tensor:
+    def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         if self.detector is None or obs.bits_per_dim is None:
             raise ValueError("NotDetected.loss needs a detector and bits_per_dim")
         return self.detector.excess_nats(obs.bits_per_dim)

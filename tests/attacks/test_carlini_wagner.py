@@ -96,12 +96,12 @@ def test_bits_from_class_scores_equal_the_two_pass_attack_with_one_call_per_step
         carlini_wagner_l2(scores, x, y, bits_dims=0, detector=det)
 
 
-def test_auto_initial_const_is_the_lagrange_multiplier_of_a_linear_model(model_classes):
-    """Linear scores: c0 = 2 margin / ||w_y - w_j||^2 exactly, the constrained optimum's multiplier.
+def test_auto_initial_const_is_twice_the_lagrange_multiplier_of_a_linear_model(model_classes):
+    """Linear scores: c0 = 2 c*, c* = 2 margin / ||w_y - w_j||^2 the constrained optimum's multiplier.
 
     The hinge's log-posterior margin s_y - s_j is linear in x, so the linearisation is exact and
-    the minimiser of ||d||^2 + c0 * hinge is the minimal adversarial; one binary-search step from
-    c0 already lands on it (within the tolerance of Adam's last steps)."""
+    the minimiser of ||d||^2 + c * hinge is the minimal adversarial for every c >= c*; one
+    binary-search step from c0 already lands on it (within the tolerance of Adam's last steps)."""
     _, Linear = model_classes
     weight = [[1.0, 0.0, 0.5, 0.0], [0.0, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 1.0]]
     model = Linear(weight, [0.3, 0.0, 0.0], offset=-1000.0)
@@ -121,7 +121,7 @@ def test_auto_initial_const_is_the_lagrange_multiplier_of_a_linear_model(model_c
     for i in range(2):
         runner_up = max((j for j in range(3) if j != y[i]), key=lambda j: scores[i, j].item())
         margin = scores[i, y[i]] - scores[i, runner_up]
-        expected[i] = 2 * margin / (w[y[i]] - w[runner_up]).pow(2).sum()
+        expected[i] = 2 * (2 * margin / (w[y[i]] - w[runner_up]).pow(2).sum())
     torch.testing.assert_close(const, torch.stack([expected[0], expected[1]]), rtol=1e-12, atol=0)
     result = carlini_wagner_l2(model, x, y, initial_const="auto", binary_search_steps=1, steps=300)
     dist = torch.tensor([
@@ -208,3 +208,26 @@ def test_class_api_with_criterion_object(two_gaussian, class0_points):
         lambda z: Observation(logits=two_gaussian.class_log_likelihoods(z)), x, Misclassified(y)
     )
     assert result.success.all()
+
+
+@pytest.mark.parametrize("slope, expect_success", [(0.01, False), (0.2, True)])
+def test_float32_win_below_rounding_of_large_scores_is_not_a_success(slope, expect_success):
+    """Class scores ≈ −5000 in float32 (a flows model's scale; 1 ULP ≈ 4.9e-4 nats).
+
+    s_1 − s_0 = slope · (x_0 − 0.4): at the box corner x_0 = 0.5 class 1 wins by 1e-3 nats with
+    slope 0.01 (2 ULP, a tie under other rounding, so never counted) and by 0.02 with slope 0.2
+    (then the attack succeeds, and the win survives re-evaluation in float64)."""
+    x = torch.zeros(2, 2, dtype=torch.float32)
+
+    def scores(z):
+        base = torch.full((len(z), 1), -5000.0, dtype=z.dtype) + 0 * z[:, :1]
+        return torch.cat([base, base + slope * (z[:, :1] - 0.4)], dim=1)
+
+    result = carlini_wagner_l2(scores, x, torch.zeros(2, dtype=torch.long), **FAST)
+    assert torch.equal(result.success, torch.full((2,), expect_success))
+    if expect_success:
+        margin = slope * (result.adversarial[:, 0].double() - 0.4)
+        assert (margin > 8 * torch.finfo(torch.float32).eps * 5000).all()  # well clear of a tie
+        assert (result.adversarial[:, 0] < 0.5).all()
+    else:
+        assert torch.equal(result.adversarial, x)
