@@ -33,7 +33,7 @@ Differences from the reference implementations (Carlini's code, foolbox 3
   (:func:`_score_tolerance`), so that no returned adversarial is a rounding tie;
 - defaults: 9 binary-search steps like both references, but 300 Adam steps (foolbox: 10000); on
   the MNIST CNN and the ``cpu-mnist`` Split GLOW of ``benchmarks/attacks_vs_foolbox.py`` this is
-  within 1% of the median L2 of foolbox's default (9 × 10000) in 0.45× (CNN) and 0.21× (GLOW)
+  within 1% of the median L2 of foolbox's default (9 × 10000) in 0.44× (CNN) and 0.21× (GLOW)
   of the time of foolbox's reduced setting (5 × 1000; README, "Benchmark against foolbox 3").
 """
 
