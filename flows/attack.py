@@ -72,6 +72,7 @@ class AttackConfig:
     boundary_steps: int = 5000
     max_queries: int | None = 5000
     proposal_scale: int = 1
+    spherical_moves: bool = True
     pool_size: int = 1000
     example_images: int = 8
     order_seed: int | None = 0
@@ -256,6 +257,7 @@ def _attack(
         "max_queries": config.max_queries,
         "seed": config.seed,
         "proposal_scale": config.proposal_scale,
+        "spherical_moves": config.spherical_moves,
     }
     if config.attack == "boundary":
         return boundary_attack(tm.classify, x, y, **walk, **common)
@@ -379,6 +381,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         type=int,
         default=1,
         help="Boundary: draw the orthogonal step at 1/s resolution, upsampled (1: i.i.d.)",
+    )
+    parser.add_argument(
+        "--no-spherical-moves",
+        dest="spherical_moves",
+        action="store_false",
+        help="Boundary: move only to adversarial final candidates (Brendel et al.'s rule)",
     )
     parser.add_argument(
         "--pool-size",

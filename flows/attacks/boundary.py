@@ -10,7 +10,14 @@ Start from an adversarial point and walk along the decision boundary towards the
    clip to the bounds.
 
 The spherical candidate is queried first; only if it is adversarial is the final candidate
-queried, and it replaces ``a`` if adversarial. Step sizes adapt to each example's recent success
+queried, and it replaces ``a`` if adversarial. If the spherical candidate is adversarial but the
+final one is not, the walk moves to the spherical candidate (``spherical_moves``, default): it is
+no farther from ``x`` than ``a`` (at distance ``d`` before clipping, and clipping onto the box,
+which contains ``x``, cannot increase the distance; it is taken only if its computed distance is
+``≤ d``). Conditioned on being adversarial, a random spherical step tends to land deeper inside
+the adversarial region than ``a``, which its last source step left just behind the boundary, so
+the next source step succeeds more often; the extra move costs no query. Brendel et al. (and
+foolbox) stay at ``a``: ``spherical_moves=False``. Step sizes adapt to each example's recent success
 rates (every ``adapt_every`` steps): spherical rate > 0.5 multiplies both steps by
 ``step_adaptation``, < 0.2 divides both; source rate (among spherical successes) > 0.5 multiplies
 ``s_src``, < 0.2 divides it. An example stops (and stops spending queries) once ``s_src`` falls
@@ -28,7 +35,7 @@ moves the start onto the boundary first.
 Differences from foolbox 3 ``BoundaryAttack`` (which queries the final candidate of every image
 at every step, converged or not, and the spherical candidate every 10th step, adapting only once
 per-image queues of 100 spherical and 30 step outcomes are full, i.e. after 1000 steps):
-statistics are kept per example over short windows (``adapt_every`` = 10 steps), the spherical
+the walk also moves on spherical successes (above), statistics are kept per example over short windows (``adapt_every`` = 10 steps), the spherical
 candidate is queried at every step and the final one only when the spherical one was adversarial
 (the statistics are the conditional rates of Brendel et al.), converged examples and examples out
 of budget stop querying, an example for which no starting point is found is reported as failed
@@ -93,6 +100,9 @@ class BoundaryAttack:
             at the same budget (on the ``cpu-mnist`` GLOW, farther ones).
             The source step still moves in all ``C·H·W`` dimensions. ``1``: i.i.d. N(0, I), as
             Brendel et al.
+        spherical_moves: move to the spherical candidate when it is adversarial and the final
+            one is not (never farther from ``x``); ``False``: Brendel et al.'s rule, which moves
+            only to adversarial final candidates.
     """
 
     def __init__(
@@ -109,6 +119,7 @@ class BoundaryAttack:
         seed: int = 0,
         bounds: tuple[float, float] = (-0.5, 0.5),
         proposal_scale: int = 1,
+        spherical_moves: bool = True,
     ):
         if proposal_scale < 1:
             raise ValueError(f"proposal_scale must be >= 1, got {proposal_scale}")
@@ -128,6 +139,7 @@ class BoundaryAttack:
         self.seed = seed
         self.bounds = bounds
         self.proposal_scale = proposal_scale
+        self.spherical_moves = spherical_moves
 
     def run(
         self,
@@ -286,6 +298,9 @@ class BoundaryAttack:
                 closer = flat_l2(cand2, x[rows2]) < d[sph_ok]
                 accept = cand_ok & closer
                 best[rows2[accept]] = cand2[accept]
+                if self.spherical_moves:
+                    sideways = ~cand_ok & (new_d[sph_ok] <= d[sph_ok])
+                    best[rows2[sideways]] = spherical[sph_ok][sideways]
 
             if (step + 1) % self.adapt_every == 0:
                 rate = sph_hits[rows].double() / sph_trials[rows].clamp(min=1).double()
@@ -377,6 +392,7 @@ def boundary_attack(
     seed: int = 0,
     bounds: tuple[float, float] = (-0.5, 0.5),
     proposal_scale: int = 1,
+    spherical_moves: bool = True,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> AttackResult:
@@ -400,6 +416,7 @@ def boundary_attack(
     attack = BoundaryAttack(
         steps, max_queries, spherical_step, source_step, step_adaptation, adapt_every,
         source_step_convergence, init_attempts, init_binary_steps, seed, bounds, proposal_scale,
+        spherical_moves,
     )
     criterion: Criterion = Misclassified(y) if targets is None else TargetedMisclassified(targets)
     if reject_label is not None:

@@ -210,3 +210,31 @@ def test_proposal_scale_validation(two_gaussian, class0_points):
     x, y = class0_points
     with pytest.raises(ValueError, match="proposal_scale"):
         boundary_attack(classify(two_gaussian), x.flatten(1), y, max_queries=50, proposal_scale=2)
+
+
+def test_spherical_moves_walk_along_a_boundary_without_getting_farther():
+    """Adversarial iff ‖z − x‖ ≥ r: the bisected start is (nearly) optimal, so every final
+    candidate, at (1 − source_step)·d < r, fails. Brendel et al.'s rule then never moves; with
+    spherical moves the walk travels along the sphere, never farther than the start."""
+    gen = torch.Generator().manual_seed(0)
+    centre = 0.2 * (torch.rand(1, 1, 4, 4, dtype=torch.float64, generator=gen) - 0.5)
+    x = centre.expand(3, 1, 4, 4).clone()  # three examples, three random walks
+    r = 0.3
+
+    def decide(z):
+        return ((z - centre).flatten(1).norm(dim=1) >= r).long()
+
+    y = torch.zeros(3, dtype=torch.long)
+    kwargs = dict(max_queries=300, seed=3)
+    start = boundary_attack(decide, x, y, steps=0, **kwargs).adversarial
+    still = boundary_attack(decide, x, y, spherical_moves=False, **kwargs)
+    moved = boundary_attack(decide, x, y, **kwargs)
+    assert torch.equal(still.adversarial, start)
+    for result in (still, moved):
+        assert result.success.all()
+        assert (result.l2 >= r).all()
+        assert (result.l2 <= (start - x).flatten(1).norm(dim=1)).all()
+    # moved far along the sphere: the angle to the start direction is large
+    a, b = (start - x).flatten(1), (moved.adversarial - x).flatten(1)
+    cosine = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    assert (cosine < 0.9).all()
