@@ -72,7 +72,7 @@ class AttackConfig:
     boundary_steps: int = 5000
     max_queries: int | None = 5000
     proposal_scale: int = 1
-    spherical_moves: bool = True
+    spherical_moves: bool | None = None
     pool_size: int = 1000
     example_images: int = 8
     order_seed: int | None = 0
@@ -383,10 +383,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="Boundary: draw the orthogonal step at 1/s resolution, upsampled (1: i.i.d.)",
     )
     parser.add_argument(
-        "--no-spherical-moves",
-        dest="spherical_moves",
-        action="store_false",
-        help="Boundary: move only to adversarial final candidates (Brendel et al.'s rule)",
+        "--spherical-moves",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="Boundary: also move to adversarial spherical candidates (auto: on for boundary, "
+        "off for boundary-det; off: Brendel et al.'s rule)",
     )
     parser.add_argument(
         "--pool-size",
@@ -418,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     fields = {f.name for f in dataclasses.fields(AttackConfig)}
     if args.stored_order:
         args.order_seed = None
+    args.spherical_moves = {"auto": None, "on": True, "off": False}[args.spherical_moves]
     config = AttackConfig(**{k: v for k, v in vars(args).items() if k in fields})
     model = _load_run(args.run_dir, args.device)
     dataset = args.dataset

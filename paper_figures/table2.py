@@ -113,7 +113,8 @@ PAPER_TABLE2: dict[tuple[str, str, str], tuple[float, float]] = {
 PAPER_BUDGETS = {
     "n": "not stated in the paper",
     "cw": "not stated; Carlini's reference CW-L2: 9 binary-search steps × 10 000 iterations, "
-    "lr 1e-2, initial constant 1e-3; flows.attack CLI default: 9 × 1000",
+    "lr 1e-2, initial constant 1e-3; flows.attack CLI default: 9 × 300, initial constant "
+    "'auto'",
     "boundary": "not stated; foolbox's BoundaryAttack: 5000 iterations; flows.attack CLI "
     "default: 5000 steps / queries",
     "detector": "fixed thresholds 1.4 (MNIST, recall 100%) and 4.0 bits/dim (CIFAR-10, recall "
@@ -135,6 +136,9 @@ class Config:
         cw_initial_const: CW-L2's first constant c (1e-3, the setting of the committed table;
             the library's default is now ``"auto"``).
         boundary_queries: the Boundary attack's query budget per image (and its step limit).
+        boundary_spherical_moves: whether the walk also moves to adversarial spherical
+            candidates; ``None``: the library's default since 2026-12-03 (on for ``boundary``,
+            off for ``boundary-det``); ``False``: Brendel et al.'s rule in both.
         seed: Boundary walks and ``boundary-det`` targets / starting points.
         noise_seed, fresh_noise_seed: model noise during the attack and at the second
             verification.
@@ -150,6 +154,7 @@ class Config:
     cw_steps: int = 60
     cw_initial_const: float | str = 1e-3
     boundary_queries: int = 1000
+    boundary_spherical_moves: bool | None = None
     seed: int = 0
     noise_seed: int = 0
     fresh_noise_seed: int = 1
@@ -207,6 +212,7 @@ def attack_config(config: Config, attack: str, threshold: float):
         initial_const=config.cw_initial_const,
         boundary_steps=config.boundary_queries,
         max_queries=config.boundary_queries,
+        spherical_moves=config.boundary_spherical_moves,
         pool_size=config.candidates,
         order_seed=None,  # trained.test_set already gives the fixed random order
     )

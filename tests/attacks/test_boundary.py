@@ -215,7 +215,8 @@ def test_proposal_scale_validation(two_gaussian, class0_points):
 def test_spherical_moves_walk_along_a_boundary_without_getting_farther():
     """Adversarial iff ‖z − x‖ ≥ r: the bisected start is (nearly) optimal, so every final
     candidate, at (1 − source_step)·d < r, fails. Brendel et al.'s rule then never moves; with
-    spherical moves the walk travels along the sphere, never farther than the start."""
+    spherical moves the walk travels along the sphere, never farther than the start. With a
+    reject_label the default turns the moves off."""
     gen = torch.Generator().manual_seed(0)
     centre = 0.2 * (torch.rand(1, 1, 4, 4, dtype=torch.float64, generator=gen) - 0.5)
     x = centre.expand(3, 1, 4, 4).clone()  # three examples, three random walks
@@ -238,3 +239,8 @@ def test_spherical_moves_walk_along_a_boundary_without_getting_farther():
     a, b = (start - x).flatten(1), (moved.adversarial - x).flatten(1)
     cosine = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
     assert (cosine < 0.9).all()
+    # on a C+1-way decision (a reject_label) the default is Brendel et al.'s rule
+    c_plus_1 = boundary_attack(decide, x, y, reject_label=2, **kwargs)
+    assert torch.equal(c_plus_1.adversarial, still.adversarial)
+    forced = boundary_attack(decide, x, y, reject_label=2, spherical_moves=True, **kwargs)
+    assert torch.equal(forced.adversarial, moved.adversarial)

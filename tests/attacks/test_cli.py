@@ -145,16 +145,19 @@ def test_proposal_scale_reaches_the_boundary_attack(fake):
     assert l2[0] != l2[1]
 
 
-def test_no_spherical_moves_flag_reaches_the_boundary_attack(fake, tmp_path, monkeypatch):
-    """--no-spherical-moves restores Brendel et al.'s rule: saved in the config, changes the walk."""
+def test_spherical_moves_option_reaches_the_boundary_attack(fake, tmp_path, monkeypatch):
+    """--spherical-moves off restores Brendel et al.'s rule: saved in the config, changes the walk;
+    auto (default) is on for the plain attack."""
     model, x, y = fake
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
     monkeypatch.setattr(cli, "_load_test_set", lambda dataset, root, m: (x, y))
     argv = [str(tmp_path), "--attack", "boundary", "--dataset", "synthetic", "--n", "3",
             "--eps", "1.0", "--threshold", "6.2", "--recall-n", "20", "--max-queries", "300",
             "--example-images", "0"]
-    moves, brendel = cli.main(argv), cli.main([*argv, "--no-spherical-moves"])
+    auto, moves = cli.main(argv), cli.main([*argv, "--spherical-moves", "on"])
+    brendel = cli.main([*argv, "--spherical-moves", "off"])
+    assert auto["config"]["spherical_moves"] is None
     assert moves["config"]["spherical_moves"] is True
     assert brendel["config"]["spherical_moves"] is False
-    l2 = [[r["l2"] for r in rep["attack"]["records"]] for rep in (moves, brendel)]
-    assert l2[0] != l2[1]
+    l2 = [[r["l2"] for r in rep["attack"]["records"]] for rep in (auto, moves, brendel)]
+    assert l2[0] == l2[1] != l2[2]
