@@ -19,9 +19,10 @@ the adversarial region than ``a``, which its last source step left just behind t
 the next source step succeeds more often; the move costs no query. That argument fails when part
 of the boundary is a likelihood detector's (the C+1-way decision): a random direction lowers an
 image model's likelihood, so sideways moves pile up noise that the detector rejects. Measured
-(1000 queries): untargeted from noise, median L2 −8% on the benchmark MNIST CNN and −19% on the
-``cpu-mnist`` Split GLOW; targeted on the ``cpu-cifar-reweight`` classifier from target-class
-images, −2%; the same on its C+1-way decision, +83% (farther on 25 of 30 images). Hence
+(median L2, README): untargeted from noise, −8% on the benchmark MNIST CNN (5000 queries) and −19%
+on the ``cpu-mnist`` Split GLOW (1000); targeted from target-class images on the
+``cpu-cifar-reweight`` classifier, −2% (1000), and on its C+1-way decision +83% (farther on 25 of
+30 images). Hence
 :func:`boundary_attack`'s default: moves on unless a ``reject_label`` is given. Brendel et al. (and
 foolbox) always stay at ``a``: ``spherical_moves=False``. Step sizes adapt to each example's recent success
 rates (every ``adapt_every`` steps): spherical rate > 0.5 multiplies both steps by
