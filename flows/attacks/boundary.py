@@ -22,8 +22,9 @@ image model's likelihood, so sideways moves pile up noise that the detector reje
 (median L2, README): untargeted from noise, −8% on the benchmark MNIST CNN (5000 queries) and −19%
 on the ``cpu-mnist`` Split GLOW (1000); targeted from target-class images on the
 ``cpu-cifar-reweight`` classifier, −2% (1000), and on its C+1-way decision +83% (farther on 25 of
-30 images). Hence
-:func:`boundary_attack`'s default: moves on unless a ``reject_label`` is given. Brendel et al. (and
+30 images). Hence the default: moves on unless the criterion involves the detector
+(:class:`~flows.attacks.criteria.NotDetected`, which :func:`boundary_attack` adds for a
+``reject_label``). Brendel et al. (and
 foolbox) always stay at ``a``: ``spherical_moves=False``. Step sizes adapt to each example's recent success
 rates (every ``adapt_every`` steps): spherical rate > 0.5 multiplies both steps by
 ``step_adaptation``, < 0.2 divides both; source rate (among spherical successes) > 0.5 multiplies
@@ -68,6 +69,7 @@ from flows.attacks.base import (
     progress_bar,
 )
 from flows.attacks.criteria import (
+    And,
     Criterion,
     Misclassified,
     NotDetected,
@@ -109,8 +111,8 @@ class BoundaryAttack:
             Brendel et al.
         spherical_moves: move to the spherical candidate when it is adversarial and the final
             one is not (never farther from ``x``); ``False``: Brendel et al.'s rule, which moves
-            only to adversarial final candidates. :func:`boundary_attack` turns it off on a
-            C+1-way decision (module docstring).
+            only to adversarial final candidates. ``None`` (default): on, unless the criterion
+            of :meth:`run` involves :class:`NotDetected` (a C+1-way decision; module docstring).
     """
 
     def __init__(
@@ -127,7 +129,7 @@ class BoundaryAttack:
         seed: int = 0,
         bounds: tuple[float, float] = (-0.5, 0.5),
         proposal_scale: int = 1,
-        spherical_moves: bool = True,
+        spherical_moves: bool | None = None,
     ):
         if proposal_scale < 1:
             raise ValueError(f"proposal_scale must be >= 1, got {proposal_scale}")
@@ -175,6 +177,9 @@ class BoundaryAttack:
         x = x.detach()
         b = x.shape[0]
         lo, hi = self.bounds
+        moves = self.spherical_moves
+        if moves is None:
+            moves = not _involves_detection(criterion)
         if indices is None:
             indices = torch.arange(b)
         gens = [example_generator(self.seed, int(i), x.device) for i in indices.tolist()]
@@ -241,7 +246,7 @@ class BoundaryAttack:
                 low = torch.where(good, low, mid)
             best[rows] = (1 - high.view(view)) * x[rows] + high.view(view) * init[rows]
         running = todo & ok
-        self._walk(x, best, running, queries, gens, is_adv_rows)
+        self._walk(x, best, running, queries, gens, is_adv_rows, moves)
         success = ok
         inf = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
         l2 = torch.where(success, flat_l2(best, x), inf)
@@ -255,6 +260,7 @@ class BoundaryAttack:
         queries: Tensor,
         gens: list[torch.Generator],
         is_adv_rows: Callable[[Tensor, Tensor], Tensor],
+        spherical_moves: bool,
     ) -> None:
         """The boundary walk, in place on ``best``; ``running`` marks examples still walking."""
         b = x.shape[0]
@@ -306,7 +312,7 @@ class BoundaryAttack:
                 closer = flat_l2(cand2, x[rows2]) < d[sph_ok]
                 accept = cand_ok & closer
                 best[rows2[accept]] = cand2[accept]
-                if self.spherical_moves:
+                if spherical_moves:
                     sideways = ~cand_ok & (new_d[sph_ok] <= d[sph_ok])
                     best[rows2[sideways]] = spherical[sph_ok][sideways]
 
@@ -324,6 +330,13 @@ class BoundaryAttack:
                 sph_hits[rows] = 0
                 src_trials[rows] = 0
                 src_hits[rows] = 0
+
+
+def _involves_detection(criterion: Criterion) -> bool:
+    """Whether ``criterion`` is, or is a conjunction containing, :class:`NotDetected`."""
+    if isinstance(criterion, NotDetected):
+        return True
+    return isinstance(criterion, And) and any(map(_involves_detection, criterion.criteria))
 
 
 class _NoiseBank:
@@ -423,8 +436,6 @@ def boundary_attack(
         Other arguments: see :class:`BoundaryAttack`.
     """
     check_inputs(x, bounds, y, targets)
-    if spherical_moves is None:
-        spherical_moves = reject_label is None
     attack = BoundaryAttack(
         steps, max_queries, spherical_step, source_step, step_adaptation, adapt_every,
         source_step_convergence, init_attempts, init_binary_steps, seed, bounds, proposal_scale,

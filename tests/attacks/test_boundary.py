@@ -244,3 +244,29 @@ def test_spherical_moves_walk_along_a_boundary_without_getting_farther():
     assert torch.equal(c_plus_1.adversarial, still.adversarial)
     forced = boundary_attack(decide, x, y, reject_label=2, spherical_moves=True, **kwargs)
     assert torch.equal(forced.adversarial, moved.adversarial)
+
+
+def test_spherical_moves_default_follows_the_criterion(two_gaussian, class0_points):
+    """The class API decides from the criterion: off when it involves NotDetected."""
+    from flows.attacks.boundary import _involves_detection
+    from flows.attacks.criteria import Misclassified, NotDetected, Observation
+
+    y = torch.zeros(3, dtype=torch.long)
+    assert not _involves_detection(Misclassified(y))
+    assert _involves_detection(NotDetected())
+    assert _involves_detection(Misclassified(y) & NotDetected())
+    x, labels = class0_points
+
+    def model(z):  # a detector that rejects nothing: the criteria differ only in name
+        scores = two_gaussian.class_log_likelihoods(z)
+        return Observation(logits=scores, rejected=torch.zeros(len(z), dtype=torch.bool))
+
+    runs = {}
+    for moves in (None, True, False):
+        for detect in (False, True):
+            criterion = Misclassified(labels) & NotDetected() if detect else Misclassified(labels)
+            attack = BoundaryAttack(max_queries=300, seed=2, spherical_moves=moves)
+            runs[moves, detect] = attack.run(model, x, criterion).adversarial
+    assert torch.equal(runs[None, False], runs[True, False])
+    assert torch.equal(runs[None, True], runs[False, True])
+    assert not torch.equal(runs[True, False], runs[False, False])
