@@ -24,12 +24,13 @@ on the ``cpu-mnist`` Split GLOW (1000); targeted from target-class images on the
 ``cpu-cifar-reweight`` classifier, −2% (1000), and on its C+1-way decision +83% (farther on 25 of
 30 images). Hence the default: moves on unless the criterion involves the detector
 (:class:`~flows.attacks.criteria.NotDetected`, which :func:`boundary_attack` adds for a
-``reject_label``). Brendel et al. (and
-foolbox) always stay at ``a``: ``spherical_moves=False``. Step sizes adapt to each example's recent success
-rates (every ``adapt_every`` steps): spherical rate > 0.5 multiplies both steps by
-``step_adaptation``, < 0.2 divides both; source rate (among spherical successes) > 0.5 multiplies
-``s_src``, < 0.2 divides it. An example stops (and stops spending queries) once ``s_src`` falls
-below ``source_step_convergence`` or its query budget is spent.
+``reject_label``). Brendel et al. (and foolbox) always stay at ``a``: ``spherical_moves=False``.
+
+Step sizes adapt to each example's recent success rates (every ``adapt_every`` steps): spherical
+rate > 0.5 multiplies both steps by ``step_adaptation``, < 0.2 divides both; source rate (among
+spherical successes) > 0.5 multiplies ``s_src``, < 0.2 divides it. An example stops (and stops
+spending queries) once ``s_src`` falls below ``source_step_convergence`` or its query budget is
+spent.
 
 Proposals: i.i.d. Gaussian by default, or (``proposal_scale`` s > 1) drawn on a grid s times
 coarser and upsampled bilinearly, which concentrates the search on low spatial frequencies (a
@@ -40,15 +41,16 @@ Initialisation: from given starting points, or from uniform noise in the bounds 
 with the reason). Either way, a binary search on the segment from ``x`` to the starting point
 moves the start onto the boundary first.
 
-Differences from foolbox 3 ``BoundaryAttack`` (which queries the final candidate of every image
-at every step, converged or not, and the spherical candidate every 10th step, adapting only once
-per-image queues of 100 spherical and 30 step outcomes are full, i.e. after 1000 steps):
-the walk also moves on spherical successes (above; not on a C+1-way decision), statistics are kept per example over short windows (``adapt_every`` = 10 steps), the spherical
-candidate is queried at every step and the final one only when the spherical one was adversarial
-(the statistics are the conditional rates of Brendel et al.), converged examples and examples out
-of budget stop querying, an example for which no starting point is found is reported as failed
-instead of failing the whole batch, given starting points are also bisected towards ``x``, and
-randomness is drawn per example (results do not depend on batching).
+Differences from foolbox 3 ``BoundaryAttack`` (which queries the final candidate of every image at
+every step, converged or not, and the spherical candidate every 10th step, adapting only once
+per-image queues of 100 spherical and 30 step outcomes are full, i.e. after 1000 steps): the walk
+also moves on spherical successes (above; not on a C+1-way decision), statistics are kept per
+example over short windows (``adapt_every`` = 10 steps), the spherical candidate is queried at
+every step and the final one only when the spherical one was adversarial (the statistics are the
+conditional rates of Brendel et al.), converged examples and examples out of budget stop querying,
+an example for which no starting point is found is reported as failed instead of failing the whole
+batch, given starting points are also bisected towards ``x``, and randomness is drawn per example
+(results do not depend on batching).
 """
 
 from __future__ import annotations
