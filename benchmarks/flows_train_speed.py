@@ -1,9 +1,14 @@
 """Training speed of our class-conditional GLOW against the same architecture built with normflows.
 
-    python benchmarks/flows_train_speed.py [--threads 1] [--batch-size 32] [--steps 2] [--out FILE]
+    python benchmarks/flows_train_speed.py [--threads 1] [--batch-size 32] [--steps 5] [--rounds 3]
+                                           [--out FILE]
 
 Each case runs in its own subprocess (so peak memory is per model): a few Adam steps on random
-inputs, timed after one warm-up step. Reported per case: training images/s, peak resident memory,
+inputs, each timed on its own after one warm-up step. The whole list of cases runs ``--rounds``
+times, ours and normflows alternating, because this (virtual) machine's speed drifts by up to
+±20% over minutes: a ratio is taken within each round (same minute) and its median over rounds
+is reported with its range. Images/s is the batch over the median step time of all rounds.
+Reported per case: training images/s, peak resident memory,
 FLOPs per image (forward + backward, counted by ``torch.utils.flop_counter``), and the fraction of
 this machine's measured conv/matmul FLOP rate that training reaches. For our model, also the cost
 of evaluating all C class log-likelihoods relative to one unconditional pass (flow + one standard
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -132,10 +138,12 @@ def run_case(library: str, shape: str, layout: str, batch: int, steps: int) -> d
         optimiser.step()
 
     step()  # warm-up
-    started = time.perf_counter()
+    step_seconds = []
     for _ in range(steps):
+        started = time.perf_counter()
         step()
-    seconds = (time.perf_counter() - started) / steps
+        step_seconds.append(time.perf_counter() - started)
+    seconds = statistics.median(step_seconds)
     with FlopCounterMode(display=False) as counter:
         loss_fn(x, y).backward()
     flops = counter.get_total_flops() / batch
@@ -145,6 +153,7 @@ def run_case(library: str, shape: str, layout: str, batch: int, steps: int) -> d
         "layout": layout,
         "batch_size": batch,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "step_seconds": step_seconds,
         "train_images_per_s": batch / seconds,
         "flops_per_image": flops,
         "train_flop_rate": flops * batch / seconds,
@@ -208,11 +217,71 @@ def _timed(fn) -> float:
     return time.perf_counter() - started
 
 
+def _run_in_subprocess(case: tuple[str, str, str], args: argparse.Namespace) -> dict:
+    library, shape, layout = case
+    command = [sys.executable, __file__, "--case", library, shape, layout]
+    command += ["--threads", str(args.threads), "--batch-size", str(args.batch_size)]
+    command += ["--steps", str(args.steps)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode:
+        return {"error": completed.stderr.strip().splitlines()[-1]}
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def summarise(case: tuple[str, str, str], rounds: list[dict], ceiling: dict) -> dict:
+    """One case over all rounds: images/s from the median step, memory and overhead at their worst."""
+    library, shape, layout = case
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return {"library": library, "shape": shape, "layout": layout, "error": rounds[0]["error"]}
+    steps = [t for r in good for t in r["step_seconds"]]
+    batch = good[0]["batch_size"]
+    summary = {key: good[0][key] for key in ("library", "shape", "layout", "batch_size")}
+    summary |= {key: good[0][key] for key in ("parameters", "flops_per_image")}
+    summary["train_images_per_s"] = batch / statistics.median(steps)
+    summary["train_images_per_s_by_round"] = [r["train_images_per_s"] for r in good]
+    summary["train_flop_rate"] = summary["flops_per_image"] * summary["train_images_per_s"]
+    summary["fraction_of_conv_ceiling"] = summary["train_flop_rate"] / ceiling["conv3x3"]
+    summary["peak_rss_mib"] = max(r["peak_rss_mib"] for r in good)
+    if library == "ours":
+        overheads = [r["all_classes_over_unconditional"] for r in good]
+        summary["all_classes_over_unconditional"] = statistics.median(overheads)
+        summary["all_classes_over_unconditional_by_round"] = overheads
+    return summary
+
+
+def paired_ratios(cases: list, by_case: dict) -> list[dict]:
+    """ours / normflows images/s within each round, for every (shape, layout) both ran."""
+    ratios = []
+    for library, shape, layout in cases:
+        theirs = by_case.get(("normflows", shape, layout))
+        if library != "ours" or theirs is None:
+            continue
+        per_round = [
+            a["train_images_per_s"] / b["train_images_per_s"]
+            for a, b in zip(by_case[(library, shape, layout)], theirs, strict=True)
+            if "error" not in a and "error" not in b
+        ]
+        if per_round:
+            ratios.append(
+                {
+                    "shape": shape,
+                    "layout": layout,
+                    "median": statistics.median(per_round),
+                    "min": min(per_round),
+                    "max": max(per_round),
+                    "by_round": per_round,
+                }
+            )
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per case and round")
+    parser.add_argument("--rounds", type=int, default=3, help="passes over all cases")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -221,43 +290,22 @@ def main() -> None:
         print(json.dumps(run_case(*args.case, args.batch_size, args.steps)))
         return
     ceiling = flop_ceiling()
-    results = []
-    for library, shape, layout in CASES:
-        command = [
-            sys.executable,
-            __file__,
-            "--case",
-            library,
-            shape,
-            layout,
-            "--threads",
-            str(args.threads),
-            "--batch-size",
-            str(args.batch_size),
-            "--steps",
-            str(args.steps),
-        ]
-        completed = subprocess.run(command, capture_output=True, text=True)
-        if completed.returncode:
-            results.append(
-                {
-                    "library": library,
-                    "shape": shape,
-                    "layout": layout,
-                    "error": completed.stderr.strip().splitlines()[-1],
-                }
-            )
-            continue
-        result = json.loads(completed.stdout.strip().splitlines()[-1])
-        result["fraction_of_conv_ceiling"] = result["train_flop_rate"] / ceiling["conv3x3"]
-        results.append(result)
+    by_case: dict = {case: [] for case in CASES}
+    for round_index in range(args.rounds):
+        for case in CASES:
+            by_case[case].append(_run_in_subprocess(case, args))
+            print(f"round {round_index + 1}/{args.rounds} {' '.join(case)} done", file=sys.stderr)
     report = {
         "threads": args.threads,
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
         "torch": torch.__version__,
         "ceiling_flop_rate": ceiling,
-        "results": results,
+        "results": [summarise(case, by_case[case], ceiling) for case in CASES],
+        "ours_over_normflows": paired_ratios(CASES, by_case),
+        "raw": [{"case": list(case), "rounds": by_case[case]} for case in CASES],
     }
-    print(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "raw"}, indent=2))
     if args.out:
         with open(args.out, "w") as file:
             json.dump(report, file, indent=2)
