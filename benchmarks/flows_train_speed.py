@@ -41,12 +41,24 @@ SHAPES = {
     "small": {"channels": 2, "levels": 3, "steps": 8, "hidden": 64},
     "wide": {"channels": 6, "levels": 3, "steps": 8, "hidden": 128},
 }
-CASES = [
-    (library, shape, layout)
-    for shape in ("small", "wide")
-    for layout in ("nchw", "channels-last")
-    for library in ("ours", "normflows")
-] + [("ours", "cpu-mnist", "channels-last"), ("ours", "cpu-cifar", "channels-last")]
+CASES: list[tuple[str, str, str]] = []
+for _shape in ("small", "wide"):
+    CASES += [("ours", _shape, "nchw"), ("normflows", _shape, "nchw")]
+    # ours with bfloat16 couplings right after normflows, so that its ratio is of the same minute
+    for _library, _layout in (
+        ("ours", "channels-last"),
+        ("normflows", "channels-last"),
+        ("ours", "channels-last+bf16"),
+    ):
+        CASES.append((_library, _shape, _layout))
+CASES += [
+    ("ours", preset, layout)
+    for preset in ("cpu-mnist", "cpu-cifar")
+    for layout in ("channels-last", "channels-last+bf16")
+]
+BF16 = "+bf16"
+"""Layout suffix: our coupling networks in bfloat16 (``set_coupling_precision``); paired with
+normflows in float32 at the same memory format."""
 
 
 def _ours(shape: str, num_classes: int = 10):
@@ -126,8 +138,10 @@ def run_case(library: str, shape: str, layout: str, batch: int, steps: int) -> d
 
     torch.manual_seed(0)
     model, make_batch, loss_fn = (_ours if library == "ours" else _normflows)(shape)
-    if layout == "channels-last":
+    if layout.startswith("channels-last"):
         model = model.to(memory_format=torch.channels_last)
+    if layout.endswith(BF16):
+        model.set_coupling_precision("bfloat16")
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     x, y = make_batch(batch)
 
@@ -193,17 +207,16 @@ def _conditional_overhead(model, x: torch.Tensor, repeats: int) -> float:
 
 
 def flop_ceiling() -> dict:
-    """This machine's matmul and conv FLOP rates (best of 3), the ceiling for the fraction."""
+    """This machine's matmul and conv FLOP rates (best of 3; the conv also in bfloat16): the ceilings."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     x, w = torch.randn(32, 128, 16, 16), torch.randn(128, 128, 3, 3)
+    x16, w16 = x.bfloat16(), w.bfloat16()
+    conv_flops = 2 * 32 * 128 * 128 * 9 * 256
     rates = {}
     for name, fn, flops in (
         ("matmul", lambda: a @ b, 2 * 1024**3),
-        (
-            "conv3x3",
-            lambda: torch.nn.functional.conv2d(x, w, padding=1),
-            2 * 32 * 128 * 128 * 9 * 256,
-        ),
+        ("conv3x3", lambda: torch.nn.functional.conv2d(x, w, padding=1), conv_flops),
+        ("conv3x3_bf16", lambda: torch.nn.functional.conv2d(x16, w16, padding=1), conv_flops),
     ):
         fn()
         best = min(_timed(fn) for _ in range(3))
@@ -242,6 +255,10 @@ def summarise(case: tuple[str, str, str], rounds: list[dict], ceiling: dict) -> 
     summary["train_images_per_s_by_round"] = [r["train_images_per_s"] for r in good]
     summary["train_flop_rate"] = summary["flops_per_image"] * summary["train_images_per_s"]
     summary["fraction_of_conv_ceiling"] = summary["train_flop_rate"] / ceiling["conv3x3"]
+    if layout.endswith(BF16):
+        summary["fraction_of_bf16_conv_ceiling"] = (
+            summary["train_flop_rate"] / ceiling["conv3x3_bf16"]
+        )
     summary["peak_rss_mib"] = max(r["peak_rss_mib"] for r in good)
     if library == "ours":
         overheads = [r["all_classes_over_unconditional"] for r in good]
@@ -254,7 +271,7 @@ def paired_ratios(cases: list, by_case: dict) -> list[dict]:
     """ours / normflows images/s within each round, for every (shape, layout) both ran."""
     ratios = []
     for library, shape, layout in cases:
-        theirs = by_case.get(("normflows", shape, layout))
+        theirs = by_case.get(("normflows", shape, layout.removesuffix(BF16)))
         if library != "ours" or theirs is None:
             continue
         per_round = [

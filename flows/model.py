@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from flows.checkpoint import load_checkpoint, resolve_checkpoint
 from flows.glow import Glow
+from flows.layers import AffineCoupling
 from flows.objectives import OBJECTIVES
 from flows.preprocess import add_noise_channels, bits_per_dim, pad_image
 from flows.presets import ARCHITECTURE_FIELDS, Preset, get_preset
@@ -32,6 +33,9 @@ from flows.priors import (
     LabelSmoothed,
     SplitPrior,
 )
+
+#: ``coupling_precision`` name → the dtype the coupling networks run in (None: float32).
+COUPLING_PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
 #: prior name → (prior family, training objective). *Base* and *Reweight* share the Gaussian
 #: prior and differ in the objective (Sec. 6.1); the Appendix B priors train with eq. (6).
@@ -61,6 +65,7 @@ class ModelConfig:
     split_sigma: float = 0.5
     split_weight: float = 1.0
     label_smoothing: float = 0.0
+    coupling_precision: str = "float32"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -96,6 +101,25 @@ class ConditionalGlow(nn.Module):
             generator=generator,
         )
         self.prior = _make_prior(config, self.flow.dim)
+        self.set_coupling_precision(config.coupling_precision)
+
+    def set_coupling_precision(self, precision: str) -> None:
+        """Run every coupling network in ``precision`` ('float32' or 'bfloat16'); see below.
+
+        'bfloat16' roughly halves a CPU training step with AVX512-BF16 (measured 1.8–1.95× on the
+        benchmark shapes, README › Benchmark). The model stays an exact bijection with an exact
+        log-determinant and a normalised density (:class:`~flows.layers.AffineCoupling`); only
+        the function the networks compute is rounded. Recorded in ``config``, so a saved model
+        reloads with the precision it was trained in; call this to evaluate it in another.
+        """
+        if precision not in COUPLING_PRECISIONS:
+            raise ValueError(
+                f"coupling_precision must be one of {sorted(COUPLING_PRECISIONS)}, got {precision!r}"
+            )
+        for module in self.flow.modules():
+            if isinstance(module, AffineCoupling):
+                module.network_dtype = COUPLING_PRECISIONS[precision]
+        self.config = dataclasses.replace(self.config, coupling_precision=precision)
 
     @property
     def num_dims(self) -> int:
@@ -220,6 +244,7 @@ def model_config(
         "split_sigma",
         "split_weight",
         "label_smoothing",
+        "coupling_precision",
     }
     unknown = set(overrides) - allowed
     if unknown:
@@ -250,7 +275,9 @@ def build_model(
 
     ``preset`` names a :data:`flows.presets.PRESETS` entry (or is a :class:`Preset`); ``prior`` is
     one of :data:`PRIORS`; ``overrides`` change ``levels``, ``steps``, ``hidden_channels``, and the
-    prior options ``objective``, ``split_sigma``, ``split_weight``, ``label_smoothing``.
+    prior options ``objective``, ``split_sigma``, ``split_weight``, ``label_smoothing``, and
+    ``coupling_precision`` ('float32' or 'bfloat16', see
+    :meth:`ConditionalGlow.set_coupling_precision`).
     ``generator`` seeds the random rotations of the 1×1 convolutions.
     """
     return ConditionalGlow(model_config(preset, prior, num_classes, **overrides), generator)
