@@ -17,7 +17,10 @@ normal), which should be close to 1.
 Shapes (issue 3): *small* — 2 input channels at 32×32 (padded MNIST: data + noise channel),
 3 levels, 8 steps, 64 hidden; *wide* — 6 channels (padded CIFAR-10), 3 levels, 8 steps, 128
 hidden; plus the ``cpu-mnist`` / ``cpu-cifar`` presets (ours only). The two comparison shapes run
-with NCHW and with channels-last weights, for both libraries. Both libraries get the same
+with NCHW and with channels-last weights, for both libraries; the ``channels-last+bf16`` rows are
+ours with bfloat16 coupling networks (``ConditionalGlow.set_coupling_precision``; the flow stays
+float32), paired with normflows' float32 channels-last run of the same round, and their FLOP rate
+is also given as a fraction of the bfloat16 conv ceiling. Both libraries get the same
 padded tensor, a per-class diagonal Gaussian prior and the NLL objective. normflows is built with
 its squeeze *last* in each level (data → latent) and its split after the squeeze, which gives the
 same tensor shapes at every step as our split-then-squeeze.

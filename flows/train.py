@@ -13,8 +13,8 @@ Distributed: run under ``torchrun --nproc-per-node N -m flows.train …``; each 
 CUDA). Only rank 0 writes files. ``--amp`` runs the coupling networks in bfloat16 on any device
 (the flow itself stays float32, so inverse and log-determinant stay exact: see
 ``ConditionalGlow.set_coupling_precision``); on CUDA, batches go through pinned host memory. Convolution weights are kept channels-last on
-every device (``--no-channels-last`` disables it): on this 2-core CPU our model trained 17%
-(small shape) to 48% (wide shape) faster that way (``benchmarks/flows_train_speed.py``).
+every device (``--no-channels-last`` disables it): on this 2-core CPU our model trained 17–48%
+faster that way in two benchmark runs (``benchmarks/flows_train_speed.py``).
 """
 
 from __future__ import annotations
@@ -466,7 +466,7 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
-        help="keep convolution weights in NCHW (channels-last is ~25%% faster on CPU too)",
+        help="keep convolution weights in NCHW (channels-last measured 17-48%% faster on CPU)",
     )
     parser.add_argument(
         "--amp",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from flows.train import TrainConfig
 
 
 def perturb(module: nn.Module, seed: int = 0, scale: float = 0.2) -> nn.Module:
@@ -32,3 +36,19 @@ def brute_force_logabsdet(function, x: torch.Tensor) -> torch.Tensor:
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """``max|a − b| / max|b|``."""
     return float((a - b).abs().max().detach() / b.abs().max().detach())
+
+
+def tiny_run_config(out: Path, **changes) -> TrainConfig:
+    """A two-epoch ``tiny`` Split run on 96 synthetic images (6 steps an epoch), for train tests."""
+    values = dict(
+        preset="tiny",
+        prior="split",
+        out=str(out),
+        epochs=2,
+        synthetic_size=96,
+        checkpoint_every=3,
+        log_every=2,
+        eval_batch_size=64,
+    )
+    values.update(changes)
+    return TrainConfig(**values)

@@ -7,9 +7,9 @@ import torch
 
 import flows
 from flows.layers import AffineCoupling
-from flows.train import TrainConfig, train
+from flows.train import train
 
-from .helpers import brute_force_logabsdet, perturb, relative_error
+from .helpers import brute_force_logabsdet, perturb, relative_error, tiny_run_config
 
 
 def _bf16_coupling(channels: int = 4, hidden: int = 8) -> AffineCoupling:
@@ -75,15 +75,7 @@ def test_model_round_trip_and_saved_precision(tmp_path):
 
 def test_train_amp_trains_and_saves_bfloat16_couplings(tmp_path):
     run = tmp_path / "run"
-    config = TrainConfig(
-        preset="tiny",
-        prior="split",
-        out=str(run),
-        epochs=1,
-        synthetic_size=64,
-        eval_batch_size=64,
-        amp=True,
-    )
+    config = tiny_run_config(run, epochs=1, amp=True)
     final = train(config)
     assert torch.isfinite(torch.tensor(final["bits_per_dim"]))
     model = flows.load(run)

@@ -20,7 +20,9 @@ from flows.data import synthetic_dataset
 from flows.evaluate import main as evaluate_main
 from flows.objectives import objective
 from flows.preprocess import dequantize, to_model_range
-from flows.train import NonFiniteLossError, TrainConfig, parse_args, read_metrics, train
+from flows.train import NonFiniteLossError, parse_args, read_metrics, train
+
+from .helpers import tiny_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,24 +55,9 @@ def test_tiny_model_loss_decreases_on_synthetic_data():
     assert after < before - 0.3, (before, after)
 
 
-def _config(out: Path, **changes) -> TrainConfig:
-    values = dict(
-        preset="tiny",
-        prior="split",
-        out=str(out),
-        epochs=2,
-        synthetic_size=96,
-        checkpoint_every=3,
-        log_every=2,
-        eval_batch_size=64,
-    )
-    values.update(changes)
-    return TrainConfig(**values)
-
-
 def test_train_writes_config_metrics_plot_and_checkpoint_then_evaluate_cli(tmp_path):
     run = tmp_path / "run"
-    final = train(_config(run))
+    final = train(tiny_run_config(run))
     assert {p.name for p in run.iterdir()} == {
         "config.json",
         "checkpoint.pt",
@@ -109,7 +96,7 @@ def test_non_finite_losses_are_skipped_and_counted(tmp_path, monkeypatch):
         return loss * float("nan") if calls["n"] in (2, 3) else loss
 
     monkeypatch.setattr(train_module, "objective", sometimes_nan)
-    train(_config(tmp_path / "run", epochs=1))
+    train(tiny_run_config(tmp_path / "run", epochs=1))
     checkpoint = load_checkpoint(tmp_path / "run")
     assert checkpoint["position"]["nonfinite_steps"] == 2
     assert all(
@@ -122,12 +109,12 @@ def test_persistent_non_finite_loss_stops_naming_step_and_checkpoint(tmp_path, m
         train_module, "objective", lambda *a, **k: objective(*a, **k) * float("inf")
     )
     with pytest.raises(NonFiniteLossError, match=r"global step 2 .*checkpoint\.pt"):
-        train(_config(tmp_path / "run", max_nonfinite=2))
+        train(tiny_run_config(tmp_path / "run", max_nonfinite=2))
 
 
-def test_cli_refuses_to_overwrite_and_resume_reuses_saved_config(tmp_path):
+def test_cli_refuses_to_overwrite_and_resume_reuses_savedtiny_run_config(tmp_path):
     run = tmp_path / "run"
-    train(_config(run, epochs=1))
+    train(tiny_run_config(run, epochs=1))
     with pytest.raises(SystemExit):
         parse_args(["--preset", "tiny", "--prior", "base", "--out", str(run)])
     resumed = parse_args(["--out", str(run), "--resume", "--epochs", "3"])
@@ -151,7 +138,7 @@ def test_cli_reports_missing_data_without_a_traceback(tmp_path):
             ]
         )
     run = tmp_path / "tiny"
-    train(_config(run, epochs=1))
+    train(tiny_run_config(run, epochs=1))
     with pytest.raises(SystemExit, match=r"flows.evaluate: error: no image folder at"):
         evaluate_main([str(run), "--dataset", "imagefolder", "--data-root", str(tmp_path)])
 
