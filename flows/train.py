@@ -12,9 +12,10 @@ Distributed: run under ``torchrun --nproc-per-node N -m flows.train …``; each 
 ``batch_size / N`` images of every global batch and DDP averages gradients (gloo on CPU, NCCL on
 CUDA). Only rank 0 writes files. ``--amp`` runs the coupling networks in bfloat16 on any device
 (the flow itself stays float32, so inverse and log-determinant stay exact: see
-``ConditionalGlow.set_coupling_precision``); on CUDA, batches go through pinned host memory. Convolution weights are kept channels-last on
-every device (``--no-channels-last`` disables it): on this 2-core CPU our model trained 17–48%
-faster that way in two benchmark runs (``benchmarks/flows_train_speed.py``).
+``ConditionalGlow.set_coupling_precision``); on CUDA, batches go through pinned host memory.
+Convolution weights are kept channels-last on every device (``--no-channels-last`` disables it):
+on this 2-core CPU our model trained 17–48% faster that way in two benchmark runs
+(``benchmarks/flows_train_speed.py``).
 """
 
 from __future__ import annotations
