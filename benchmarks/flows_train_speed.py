@@ -44,24 +44,24 @@ SHAPES = {
     "small": {"channels": 2, "levels": 3, "steps": 8, "hidden": 64},
     "wide": {"channels": 6, "levels": 3, "steps": 8, "hidden": 128},
 }
-CASES: list[tuple[str, str, str]] = []
-for _shape in ("small", "wide"):
-    CASES += [("ours", _shape, "nchw"), ("normflows", _shape, "nchw")]
-    # ours with bfloat16 couplings right after normflows, so that its ratio is of the same minute
-    for _library, _layout in (
-        ("ours", "channels-last"),
-        ("normflows", "channels-last"),
-        ("ours", "channels-last+bf16"),
-    ):
-        CASES.append((_library, _shape, _layout))
-CASES += [
-    ("ours", preset, layout)
-    for preset in ("cpu-mnist", "cpu-cifar")
-    for layout in ("channels-last", "channels-last+bf16")
-]
 BF16 = "+bf16"
 """Layout suffix: our coupling networks in bfloat16 (``set_coupling_precision``); paired with
 normflows in float32 at the same memory format."""
+CASES: list[tuple[str, str, str]] = []
+for _shape in ("small", "wide"):
+    # ours with bfloat16 couplings right after normflows, so that its ratio is of the same minute
+    CASES += [
+        ("ours", _shape, "nchw"),
+        ("normflows", _shape, "nchw"),
+        ("ours", _shape, "channels-last"),
+        ("normflows", _shape, "channels-last"),
+        ("ours", _shape, "channels-last" + BF16),
+    ]
+CASES += [
+    ("ours", preset, layout)
+    for preset in ("cpu-mnist", "cpu-cifar")
+    for layout in ("channels-last", "channels-last" + BF16)
+]
 
 
 def _ours(shape: str, num_classes: int = 10):
@@ -252,8 +252,8 @@ def summarise(case: tuple[str, str, str], rounds: list[dict], ceiling: dict) -> 
         return {"library": library, "shape": shape, "layout": layout, "error": rounds[0]["error"]}
     steps = [t for r in good for t in r["step_seconds"]]
     batch = good[0]["batch_size"]
-    summary = {key: good[0][key] for key in ("library", "shape", "layout", "batch_size")}
-    summary |= {key: good[0][key] for key in ("parameters", "flops_per_image")}
+    kept = ("library", "shape", "layout", "batch_size", "parameters", "flops_per_image")
+    summary = {key: good[0][key] for key in kept}
     summary["train_images_per_s"] = batch / statistics.median(steps)
     summary["train_images_per_s_by_round"] = [r["train_images_per_s"] for r in good]
     summary["train_flop_rate"] = summary["flops_per_image"] * summary["train_images_per_s"]

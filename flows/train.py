@@ -215,11 +215,11 @@ def train(config: TrainConfig) -> dict:
             labels = train_data.labels[batch].to(device, non_blocking=True)
             noise = _generator(config.seed, epoch, step, rank, 1, device=device)
             output = network(x, noise)
-            class_ll = output.class_log_likelihoods.float()
+            class_ll = output.class_log_likelihoods
             loss = objective(
                 model.config.objective,
                 class_ll,
-                output.logits.float(),
+                output.logits,
                 labels,
                 model.num_dims,
                 model.config.split_weight,
