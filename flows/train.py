@@ -361,9 +361,19 @@ def _subset(data: ImageData, limit: int | None) -> ImageData:
 
 
 def _init_distributed(device: str) -> tuple[int, int]:
+    """Join the torchrun process group (NCCL for CUDA, gloo otherwise); return (rank, world size).
+
+    On CUDA each process first makes its own GPU (``cuda:LOCAL_RANK``) the current device, so that
+    NCCL's collectives without a tensor (``dist.barrier`` after each checkpoint) run there and not
+    all on GPU 0.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        cuda = device.startswith("cuda")
+        local = _local_device(device)
+        if cuda and local != "cuda":
+            torch.cuda.set_device(torch.device(local))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 

@@ -120,3 +120,33 @@ def test_train_cli_runs_under_torchrun_with_gloo(tmp_path):
     )
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     assert load_checkpoint(out)["position"]["global_step"] == 4
+
+
+@pytest.mark.parametrize(
+    ("device", "local_rank", "expected_device", "expected_backend"),
+    [
+        ("cuda", "1", torch.device("cuda:1"), "nccl"),  # torchrun: each process its own GPU
+        ("cuda:0", "1", torch.device("cuda:0"), "nccl"),  # an explicit GPU is kept
+        ("cpu", "1", None, "gloo"),
+    ],
+)
+def test_distributed_init_binds_each_process_to_its_gpu_before_nccl(
+    monkeypatch, device, local_rank, expected_device, expected_backend
+):
+    """NCCL's tensor-less collectives (the barrier after a checkpoint) run on the current device,
+    so each process must select cuda:LOCAL_RANK before joining; CPU runs select nothing. No GPU is
+    needed: the torch calls are recorded, not made."""
+    from flows import train as train_module
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setattr(train_module.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(train_module.dist, "get_rank", lambda: int(local_rank))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(
+        train_module.dist, "init_process_group", lambda backend: calls.append(("init", backend))
+    )
+    assert train_module._init_distributed(device) == (int(local_rank), 2)
+    expected = [("set_device", expected_device)] if expected_device is not None else []
+    assert calls == [*expected, ("init", expected_backend)]
