@@ -10,9 +10,13 @@ times, ours and normflows alternating, because this (virtual) machine's speed dr
 is reported with its range. Images/s is the batch over the median step time of all rounds.
 Reported per case: training images/s, peak resident memory,
 FLOPs per image (forward + backward, counted by ``torch.utils.flop_counter``), and the fraction of
-this machine's measured conv/matmul FLOP rate that training reaches. For our model, also the cost
-of evaluating all C class log-likelihoods relative to one unconditional pass (flow + one standard
-normal), which should be close to 1.
+this machine's measured conv/matmul FLOP rate that training reaches. Also the *convolution bound*:
+every convolution of one forward pass timed alone, forward and backward, and summed
+(``convolutions_alone_seconds``). It is the step time if everything else were free, so its FLOP
+rate is the best that oneDNN's kernels allow at the model's shapes; training's share of it
+(``train_over_convolution_bound``) is what the rest of the library costs. For our model, also the
+cost of evaluating all C class log-likelihoods relative to one unconditional pass (flow + one
+standard normal), which should be close to 1.
 
 Shapes (issue 3): *small* — 2 input channels at 32×32 (padded MNIST: data + noise channel),
 3 levels, 8 steps, 64 hidden; *wide* — 6 channels (padded CIFAR-10), 3 levels, 8 steps, 128
@@ -37,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -136,15 +141,21 @@ def _normflows(shape: str, num_classes: int = 10):
     return model, make_batch, loss_fn
 
 
-def run_case(library: str, shape: str, layout: str, batch: int, steps: int) -> dict:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    torch.manual_seed(0)
+def _prepared(library: str, shape: str, layout: str):
+    """(model, make_batch, loss_fn) of a case, the model in the case's layout and precision."""
     model, make_batch, loss_fn = (_ours if library == "ours" else _normflows)(shape)
     if layout.startswith("channels-last"):
         model = model.to(memory_format=torch.channels_last)
     if layout.endswith(BF16):
         model.set_coupling_precision("bfloat16")
+    return model, make_batch, loss_fn
+
+
+def run_case(library: str, shape: str, layout: str, batch: int, steps: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model, make_batch, loss_fn = _prepared(library, shape, layout)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     x, y = make_batch(batch)
 
@@ -175,10 +186,134 @@ def run_case(library: str, shape: str, layout: str, batch: int, steps: int) -> d
         "flops_per_image": flops,
         "train_flop_rate": flops * batch / seconds,
     }
+    result["convolutions_alone_seconds"] = convolutions_alone_seconds(loss_fn, x, y, steps)
     if library == "ours":
         result["all_classes_over_unconditional"] = _conditional_overhead(model, x, steps)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+@dataclass(frozen=True)
+class RecordedConvolution:
+    """One distinct ``aten.convolution`` call of a forward pass and how often it occurred."""
+
+    data: tuple  # (shape, dtype, channels_last, requires_grad)
+    weight: tuple  # the same for the weight
+    has_bias: bool
+    settings: tuple  # stride, padding, dilation, transposed, output_padding, groups
+    count: int
+
+    def flops(self) -> float:
+        """Forward plus backward FLOPs of one call (2 per multiply-add; a gradient per operand)."""
+        (batch, _, *_), (out_channels, in_per_group, *kernel) = self.data[0], self.weight[0]
+        stride, padding, dilation = self.settings[:3]
+        spatial = 1
+        for size, k, s, p, d in zip(
+            self.data[0][2:], kernel, stride, padding, dilation, strict=True
+        ):
+            spatial *= (size + 2 * p - d * (k - 1) - 1) // s + 1
+        forward = 2 * batch * spatial * out_channels * in_per_group * kernel[0] * kernel[1]
+        return forward * (1 + self.data[3] + self.weight[3])
+
+    def seconds(self, repeats: int) -> tuple[float, float]:
+        """Median forward and median backward time of one call alone, on random tensors."""
+        operands = [_random_like_spec(*self.data), _random_like_spec(*self.weight)]
+        bias = None
+        if self.has_bias:
+            bias = torch.randn(self.weight[0][0], dtype=self.weight[1], requires_grad=True)
+        wanted = [t for t in [*operands, bias] if t is not None and t.requires_grad]
+
+        def forward():
+            return torch.ops.aten.convolution(*operands, bias, *self.settings)
+
+        output = forward()
+        grad = torch.randn_like(output)
+        backward_seconds = _median_seconds(
+            lambda: torch.autograd.grad(output, wanted, grad, retain_graph=True), repeats
+        )
+        return _median_seconds(forward, repeats), backward_seconds
+
+
+def record_convolutions(loss_fn, x: torch.Tensor, y: torch.Tensor) -> list[RecordedConvolution]:
+    """Every distinct ``aten.convolution`` call of one forward pass (shapes, dtype, memory
+    formats, which operands need gradients), with its multiplicity."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: dict[tuple, int] = {}
+
+    class RecordConvolutions(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution.default:
+                data, weight, bias = args[:3]
+                spec = [
+                    (tuple(t.shape), t.dtype, _channels_last(t), t.requires_grad)
+                    for t in (data, weight)
+                ]
+                key = (
+                    *spec,
+                    bias is not None,
+                    tuple(tuple(a) if isinstance(a, list) else a for a in args[3:]),
+                )
+                counts[key] = counts.get(key, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    with RecordConvolutions():
+        loss_fn(x, y)
+    return [RecordedConvolution(*key, count) for key, count in counts.items()]
+
+
+def convolutions_alone_seconds(loss_fn, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    """The time a training step would take if everything but its convolutions were free.
+
+    Times each distinct convolution of one forward pass alone (``record_convolutions``), forward
+    plus backward, as the median of ``repeats`` runs, and sums the times with their
+    multiplicities. Repeating one call on the same tensors is as cache-friendly as it gets, so
+    this is an optimistic bound: FLOPs per step over this time is the best FLOP rate that oneDNN's
+    convolution kernels allow at the model's shapes, whatever the rest of the library does.
+    """
+    return sum(
+        conv.count * sum(conv.seconds(repeats)) for conv in record_convolutions(loss_fn, x, y)
+    )
+
+
+def convolution_breakdown(library: str, shape: str, layout: str, batch: int, repeats: int) -> None:
+    """Print each distinct convolution of a case: its share of the conv time and FLOP rate."""
+    torch.manual_seed(0)
+    model, make_batch, loss_fn = _prepared(library, shape, layout)
+    x, y = make_batch(batch)
+    rows = []
+    for conv in record_convolutions(loss_fn, x, y):
+        forward, backward = conv.seconds(repeats)
+        rows.append((conv, forward, backward))
+    total = sum(conv.count * (f + b) for conv, f, b in rows)
+    flops = sum(conv.count * conv.flops() for conv, _, _ in rows)
+    print(
+        f"{library} {shape} {layout}, batch {batch}: convolutions alone {total * 1e3:.0f} ms "
+        f"per step, {flops / total / 1e9:.1f} GFLOP/s"
+    )
+    print("   input  ->  weight (out, in, kh, kw)   calls  fwd ms  bwd ms  GFLOP/s  % of time")
+    for conv, forward, backward in sorted(rows, key=lambda r: -r[0].count * (r[1] + r[2])):
+        share = conv.count * (forward + backward) / total
+        rate = conv.flops() / (forward + backward) / 1e9
+        print(
+            f"{str(conv.data[0]):>18} -> {str(conv.weight[0]):<18} {conv.count:5d} "
+            f"{forward * 1e3:7.2f} {backward * 1e3:7.2f} {rate:8.1f} {100 * share:9.1f}"
+        )
+
+
+def _channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.dim() == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+def _random_like_spec(shape, dtype, channels_last: bool, requires_grad: bool) -> torch.Tensor:
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    tensor = torch.randn(shape).to(dtype=dtype, memory_format=layout)
+    return tensor.requires_grad_(requires_grad)
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()
+    return statistics.median(_timed(fn) for _ in range(repeats))
 
 
 @torch.no_grad()
@@ -262,6 +397,21 @@ def summarise(case: tuple[str, str, str], rounds: list[dict], ceiling: dict) -> 
         summary["fraction_of_bf16_conv_ceiling"] = (
             summary["train_flop_rate"] / ceiling["conv3x3_bf16"]
         )
+    # the convolutions alone, timed in the same round as the steps
+    alone = statistics.median(r["convolutions_alone_seconds"] for r in good)
+    bound_rate = summary["flops_per_image"] * batch / alone
+    summary["convolutions_alone_seconds"] = alone
+    summary["convolution_bound_fraction_of_conv_ceiling"] = bound_rate / ceiling["conv3x3"]
+    if layout.endswith(BF16):
+        summary["convolution_bound_fraction_of_bf16_conv_ceiling"] = (
+            bound_rate / ceiling["conv3x3_bf16"]
+        )
+    summary["train_over_convolution_bound_by_round"] = [
+        r["convolutions_alone_seconds"] / statistics.median(r["step_seconds"]) for r in good
+    ]
+    summary["train_over_convolution_bound"] = statistics.median(
+        summary["train_over_convolution_bound_by_round"]
+    )
     summary["peak_rss_mib"] = max(r["peak_rss_mib"] for r in good)
     if library == "ours":
         overheads = [r["all_classes_over_unconditional"] for r in good]
@@ -304,8 +454,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="passes over all cases")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--breakdown",
+        nargs=3,
+        metavar=("LIBRARY", "SHAPE", "LAYOUT"),
+        help="only print each convolution's time and FLOP rate for one case, e.g. ours wide "
+        "channels-last",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.breakdown:
+        convolution_breakdown(*args.breakdown, args.batch_size, args.steps)
+        return
     if args.case:
         print(json.dumps(run_case(*args.case, args.batch_size, args.steps)))
         return
