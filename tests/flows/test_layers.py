@@ -80,7 +80,7 @@ def test_gradients_match_finite_differences(name):
     output and the log-determinant with respect to the input and every parameter."""
     layer, x = _prepared(name, batch=2)
     parameters = dict(layer.named_parameters())
-    assert any("net" in name for name in parameters)  # the coupling network's weights are in
+    assert any("net" in key for key in parameters)  # the coupling network's weights are in
 
     def outputs(x, *values):
         return torch.func.functional_call(layer, dict(zip(parameters, values, strict=True)), (x,))
