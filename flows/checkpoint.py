@@ -6,11 +6,17 @@ Python generator states; NumPy's global generator is never used) and ``position`
 within the epoch, global step, skipped non-finite steps). It is written to a temporary file in the same folder, flushed to disk,
 then moved over the old one with ``os.replace``, so a crash at any moment leaves either the old or
 the new checkpoint, never a truncated one.
+
+Loading never runs code from the file: :func:`load_checkpoint` uses ``torch.load(...,
+weights_only=True)``, which builds tensors, numbers, strings and containers only (every
+checkpoint this package writes is made of these). A file holding anything else (a pickle that
+would call a function, say) is refused with :class:`CheckpointError` before any of it runs.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -18,6 +24,12 @@ from pathlib import Path
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
+#: What :func:`flows.load` needs in a checkpoint.
+MODEL_KEYS = ("model", "model_config")
+
+
+class CheckpointError(ValueError):
+    """A file is not a checkpoint this package can load (unsafe, unreadable or incomplete)."""
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -47,9 +59,42 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return candidate
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    return torch.load(resolve_checkpoint(path), map_location=map_location, weights_only=False)
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    required: tuple[str, ...] = (),
+) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`, weights-only (no code runs).
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path`` (:func:`resolve_checkpoint`).
+        CheckpointError: the file would need a full unpickler (it could run code: refused), is
+            not a torch file, or is not a dictionary holding the ``required`` keys.
+    """
+    file = resolve_checkpoint(path)
+    try:
+        state = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = next(
+            (line.strip() for line in str(error).splitlines() if "GLOBAL" in line),
+            "it holds objects other than tensors, numbers, strings and containers",
+        )
+        raise CheckpointError(
+            f"refused to load {file}: not a checkpoint of this package ({reason}); loading it "
+            "would need a full unpickler, which can run arbitrary code"
+        ) from None
+    except Exception as error:  # torch raises RuntimeError, KeyError, EOFError… on non-torch files
+        raise CheckpointError(
+            f"cannot read {file}: not a torch checkpoint ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} holds a {type(state).__name__}, not a checkpoint dictionary")
+    missing = [key for key in required if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{file} is not a model checkpoint of this package: it lacks {', '.join(missing)}"
+        )
+    return state
 
 
 def rng_state() -> dict:

@@ -68,8 +68,9 @@ def _torchvision_dataset(kind: str, root: Path, train: bool, download: bool) -> 
     except RuntimeError as error:
         raise DatasetNotFoundError(
             f"{kind} not found under data root {root!s} ({error}). Expected torchvision's layout "
-            f"({root}/{kind}/raw/ for MNIST, {root}/cifar-10-batches-py/ for CIFAR10). Pass "
-            "--download to fetch it when online, or point --data-root at a folder holding it."
+            f"({root}/{kind}/raw/ for MNIST, {root}/cifar-10-batches-py/ for CIFAR10). Point "
+            "--data-root (or $CGM_DATA_ROOT) at a folder holding it; flows.train --download "
+            "fetches it when online."
         ) from None
     if kind == "MNIST":
         images = dataset.data[:, None].contiguous()
@@ -96,6 +97,28 @@ def _image_folder(folder: Path, workers: int) -> ImageData:
     loader = DataLoader(dataset, batch_size=1000, num_workers=workers)
     images, labels = zip(*loader, strict=True)
     return ImageData(torch.cat(images), torch.cat(labels).to(torch.int64), tuple(dataset.classes))
+
+
+#: Seed of the fixed random order in which test images are taken (:func:`fixed_order`).
+ORDER_SEED = 0
+
+
+def fixed_order(size: int, seed: int = ORDER_SEED) -> Tensor:
+    """``(size,)`` the fixed random permutation in which images are taken when not all are used.
+
+    Datasets may be stored class by class (the CIFAR-10 JPEG copy: its first 1000 test images
+    are airplanes), so "the first n images" would be one class; every subset (``--limit``,
+    ``--eval-limit``, the figures' test sets) is the first n of this order instead.
+    """
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+
+
+def fixed_subset(data: ImageData, limit: int, seed: int = ORDER_SEED) -> ImageData:
+    """The first ``limit`` images of :func:`fixed_order` (all of them when ``limit >= len``)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+    index = fixed_order(len(data), seed)[:limit]
+    return ImageData(data.images[index], data.labels[index], data.classes)
 
 
 def synthetic_dataset(

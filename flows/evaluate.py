@@ -1,14 +1,17 @@
 """Evaluate a trained run: accuracy, bits/dim and per-class figures → JSON.
 
-``python -m flows.evaluate RUN_DIR --data-root DIR`` reads ``RUN_DIR/checkpoint.pt`` and
-``RUN_DIR/config.json``, evaluates on the test split and writes ``RUN_DIR/evaluation.json``
-(resolved evaluation config included). Bits/dim are on dequantised test images with seeded noise,
-per data dimension ``D`` (:func:`flows.preprocess.bits_per_dim`).
+``python -m flows.evaluate RUN_DIR --data-root DIR`` reads ``RUN_DIR/checkpoint.pt`` (weights
+only) and ``RUN_DIR/config.json``, evaluates on the test split and writes
+``RUN_DIR/evaluation.json`` (resolved evaluation config included); for the package's committed
+runs (``artifacts/``) ``--output`` is required. The data root is ``--data-root``, else
+``$CGM_DATA_ROOT``, else the one the run was trained with. ``--limit N`` evaluates the first N
+images of the fixed random order (:func:`flows.data.fixed_order`), not the first N stored. Bits/dim
+are on dequantised test images with seeded noise, per data dimension ``D``
+(:func:`flows.preprocess.bits_per_dim`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections.abc import Sequence
@@ -16,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from flows.checkpoint import load_checkpoint
-from flows.data import DATASETS, DatasetNotFoundError, ImageData, load_dataset
-from flows.model import ConditionalGlow, ModelConfig
+from flows import arguments
+from flows.checkpoint import MODEL_KEYS, CheckpointError, load_checkpoint
+from flows.data import DATASETS, DatasetNotFoundError, ImageData, fixed_subset, load_dataset
+from flows.model import ConditionalGlow, model_from_checkpoint
 from flows.objectives import objective
 from flows.preprocess import bits_per_dim, dequantize, to_model_range
 
@@ -31,15 +36,22 @@ def evaluate_model(
     batch_size: int = 256,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> dict:
-    """Accuracy, mean bits/dim, mean loss, and per-class accuracy and bits/dim on ``data``."""
+    """Accuracy, mean bits/dim, mean loss, and per-class accuracy and bits/dim on ``data``.
+
+    ``progress`` shows a progress bar over the batches (tqdm, on stderr).
+    """
+    if len(data) == 0:
+        raise ValueError("data: no images to evaluate")
     model.eval()
     device = torch.device(device)
     dequantise_generator = torch.Generator().manual_seed(seed)
     noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
     num_classes = model.num_classes
     bpd_all, correct_all, losses = [], [], []
-    for start in range(0, len(data), batch_size):
+    starts = range(0, len(data), batch_size)
+    for start in tqdm(starts, desc="evaluate", unit="batch", disable=not progress, leave=False):
         images = data.images[start : start + batch_size]
         labels = data.labels[start : start + batch_size].to(device)
         x = dequantize(to_model_range(images), dequantise_generator).to(device)
@@ -78,12 +90,14 @@ def evaluate_model(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
+def _parser() -> arguments.ArgumentParser:
+    parser = arguments.ArgumentParser(
         prog="python -m flows.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("run_dir", type=arguments.existing_dir, help="a run folder of flows.train")
+    parser.add_argument(
+        "--data-root", default=None, help="folder holding the dataset (see the rule above)"
+    )
     parser.add_argument(
         "--dataset",
         choices=DATASETS,
@@ -91,47 +105,74 @@ def main(argv: Sequence[str] | None = None) -> dict:
         help="defaults to the dataset the run was trained on",
     )
     parser.add_argument("--split", choices=("test", "train"), default="test")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=256)
+    parser.add_argument("--seed", type=arguments.nonnegative_int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     parser.add_argument(
-        "--output", type=Path, default=None, help="JSON path (default RUN_DIR/evaluation.json)"
+        "--limit",
+        type=arguments.positive_int,
+        default=None,
+        help="evaluate N images of the fixed random order only",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON path (default RUN_DIR/evaluation.json; required for committed runs)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
 
-    run_config = json.loads((args.run_dir / "config.json").read_text())
-    train_config = run_config["train"]
-    checkpoint = load_checkpoint(args.run_dir, map_location=args.device)
-    model_config = ModelConfig.from_dict(checkpoint["model_config"])
-    model = ConditionalGlow(model_config)
-    model.load_state_dict(checkpoint["model"])
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    config_path = args.run_dir / "config.json"
+    try:
+        run_config = json.loads(config_path.read_text())
+        train_config = run_config["train"]
+    except FileNotFoundError:
+        arguments.fail(prog, f"run_dir: {args.run_dir} holds no config.json (not a run folder)")
+    except (ValueError, KeyError, TypeError) as error:
+        arguments.fail(prog, f"run_dir: {config_path} is not a run configuration ({error})")
+    output = arguments.output_path(prog, args.output, args.run_dir, "evaluation.json")
+    try:
+        checkpoint = load_checkpoint(args.run_dir, map_location=args.device, required=MODEL_KEYS)
+        model: ConditionalGlow = model_from_checkpoint(checkpoint, args.run_dir)
+    except (FileNotFoundError, CheckpointError) as error:
+        arguments.fail(prog, f"run_dir: {error}")
+    model_config = model.config
     model.to(args.device)
     dataset = args.dataset or train_config["dataset"]
+    root = arguments.resolve_data_root(args.data_root, train_config.get("data_root"))
     try:
         data = load_dataset(
             dataset,
-            args.data_root if args.data_root is not None else train_config["data_root"],
+            root,
             train=args.split == "train",
             data_shape=model_config.data_shape,
             num_classes=model_config.num_classes,
-            synthetic_size=train_config["synthetic_size"],
+            synthetic_size=train_config.get("synthetic_size", 512),
         )
-    except DatasetNotFoundError as error:
-        raise SystemExit(f"flows.evaluate: error: {error}") from None
+    except (DatasetNotFoundError, ValueError) as error:
+        arguments.fail(prog, str(error))
     if args.limit is not None:
-        data = ImageData(data.images[: args.limit], data.labels[: args.limit], data.classes)
-    results = evaluate_model(model, data, args.batch_size, args.seed, args.device)
+        data = fixed_subset(data, args.limit)
+    results = evaluate_model(
+        model, data, args.batch_size, args.seed, args.device, progress=not args.no_progress
+    )
     report = {
         "config": {
             **{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "dataset": dataset,
+            "data_root": None if root is None else str(root),
+            "test_order": "all" if args.limit is None else "flows.data.fixed_order",
             "model": model_config.to_dict(),
-            "position": checkpoint["position"],
+            "position": checkpoint["position"] if "position" in checkpoint else None,
         },
         "results": results,
     }
-    output = args.output or args.run_dir / "evaluation.json"
     output.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "per_class"}, indent=2))
     return report

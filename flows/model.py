@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from flows.checkpoint import load_checkpoint, resolve_checkpoint
+from flows.checkpoint import MODEL_KEYS, CheckpointError, load_checkpoint
 from flows.glow import Glow
 from flows.layers import AffineCoupling
 from flows.objectives import OBJECTIVES
@@ -141,6 +141,7 @@ class ConditionalGlow(nn.Module):
         ``generator`` each output row depends on its own input only (not on the batch around it).
         """
         self._check_input(x)
+        _check_generator(generator)
         padded = pad_image(x, self.config.padded_size, generator, shared=shared_noise)
         padded, log_q = add_noise_channels(padded, generator, shared=shared_noise)
         z, logdet = self.flow(padded)
@@ -168,10 +169,28 @@ class ConditionalGlow(nn.Module):
         return self.prior.log_prob(z) + logdet[:, None]
 
     def log_prob(
-        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+        self,
+        x: Tensor,
+        generator: torch.Generator | Tensor | None = None,
+        shared_noise: bool = False,
+        *,
+        y: Tensor | None = None,
     ) -> Tensor:
-        """``(B,)``: ``log p(x) = logsumexp_c log p(x | c) − log C`` (uniform class prior)."""
-        return _mixture_log_prob(self.class_log_likelihoods(x, generator, shared_noise))
+        """``(B,)``: ``log p(x) = logsumexp_c log p(x | c) − log C`` (uniform class prior), or with
+        labels ``y`` ``(B,)``, ``log p(x | y)``.
+
+        normflows' ``model.log_prob(x, y)`` is accepted too: an integer tensor in the
+        generator's place is taken as the labels ``y``.
+        """
+        if isinstance(generator, Tensor):
+            if y is not None:
+                raise TypeError("log_prob: labels given twice (a tensor as generator, and y)")
+            generator, y = None, generator
+        class_ll = self.class_log_likelihoods(x, generator, shared_noise)
+        if y is None:
+            return _mixture_log_prob(class_ll)
+        self.prior._check_labels(y, x.shape[0])
+        return class_ll.gather(1, y.to(class_ll.device, torch.int64)[:, None]).squeeze(1)
 
     def predict_proba(
         self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
@@ -195,17 +214,50 @@ class ConditionalGlow(nn.Module):
         self.encode(x, generator)
 
     def sample(
-        self, y: Tensor, generator: torch.Generator | None = None, temperature: float = 1.0
+        self, y: Tensor | int, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> Tensor:
-        """Images ``x ~ p(x | y)`` (dataset shape), by decoding prior samples."""
+        """Images ``x ~ p(x | y)`` (dataset shape), by decoding prior samples.
+
+        ``y``: ``(B,)`` integer labels, or a number of samples ``n`` (normflows'
+        ``sample(n)``), whose labels are then drawn uniformly from ``generator``.
+        """
+        _check_generator(generator)
+        if isinstance(y, int) and not isinstance(y, bool):
+            if y < 1:
+                raise ValueError(f"y: the number of samples must be >= 1, got {y}")
+            device = next(self.parameters()).device if generator is None else generator.device
+            y = torch.randint(self.num_classes, (y,), generator=generator, device=device)
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y must be a tensor of labels or a sample count, got {type(y).__name__}")
+        if not (isinstance(temperature, int | float) and math.isfinite(temperature)) or temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         return self.decode(self.prior.sample(y, generator=generator, temperature=temperature))
 
     def _check_input(self, x: Tensor) -> None:
+        """``x`` must be a non-empty, finite floating batch of the dataset's shape."""
         expected = tuple(self.config.data_shape)
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor of images, got {type(x).__name__}")
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(
-                f"expected images shaped (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}"
+                f"x: expected images shaped (B, {', '.join(map(str, expected))}), "
+                f"got {tuple(x.shape)}"
             )
+        if x.shape[0] == 0:
+            raise ValueError("x: empty batch (B = 0)")
+        if not x.is_floating_point():
+            raise ValueError(f"x: expected floating-point images in [-0.5, 0.5], got {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).flatten(1).any(1).sum())
+            raise ValueError(f"x: {bad} image(s) hold NaN or infinite pixels")
+
+
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__} (for "
+            "log p(x | y) call model.log_prob(x, y=labels) or model.class_log_likelihoods(x))"
+        )
 
 
 def _mixture_log_prob(class_log_likelihoods: Tensor) -> Tensor:
@@ -284,8 +336,25 @@ def build_model(
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> ConditionalGlow:
-    """The trained model from a run folder (its ``checkpoint.pt``) or a checkpoint file, in eval mode."""
-    checkpoint = load_checkpoint(resolve_checkpoint(path), map_location=map_location)
-    model = ConditionalGlow(ModelConfig.from_dict(checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["model"])
-    return model.to(map_location).eval()
+    """The trained model from a run folder (its ``checkpoint.pt``) or a checkpoint file, in eval mode.
+
+    The file is read weights-only (:func:`flows.checkpoint.load_checkpoint`): a checkpoint from
+    someone else cannot run code. Raises :class:`~flows.checkpoint.CheckpointError` for a file that
+    is not a model checkpoint of this package.
+    """
+    checkpoint = load_checkpoint(path, map_location=map_location, required=MODEL_KEYS)
+    return model_from_checkpoint(checkpoint, path).to(map_location).eval()
+
+
+def model_from_checkpoint(checkpoint: dict, source: str | Path = "checkpoint") -> ConditionalGlow:
+    """Rebuild the model of a loaded checkpoint dictionary (``model_config`` + ``model`` weights)."""
+    try:
+        config = ModelConfig.from_dict(checkpoint["model_config"])
+        model = ConditionalGlow(config)
+        model.load_state_dict(checkpoint["model"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{source} is not a model checkpoint of this package: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        ) from None
+    return model

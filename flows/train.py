@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import gc
 import json
 import math
@@ -37,14 +38,24 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from flows import arguments
 from flows.checkpoint import (
     CHECKPOINT_NAME,
+    MODEL_KEYS,
+    CheckpointError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from flows.data import DATASETS, DatasetNotFoundError, ImageData, augment, load_dataset
+from flows.data import (
+    DATASETS,
+    DatasetNotFoundError,
+    ImageData,
+    augment,
+    fixed_subset,
+    load_dataset,
+)
 from flows.evaluate import evaluate_model
 from flows.model import PRIORS, ConditionalGlow, build_model
 from flows.objectives import objective
@@ -54,6 +65,11 @@ from flows.presets import PRESETS, get_preset
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
 PLOT_NAME = "training_curves.png"
+LOCK_NAME = ".lock"
+#: The files a run folder holds (``--overwrite`` removes these and nothing else).
+RUN_FILES = (CONFIG_NAME, CHECKPOINT_NAME, METRICS_NAME, PLOT_NAME)
+#: Settings that ``--resume`` may change: where and how fast a run computes, and how long it goes.
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "threads", "data_root", "out")
 _INIT_STREAM = 2**32 - 1  # generator key of the actnorm initialisation batch
 
 
@@ -91,34 +107,103 @@ class TrainConfig:
     synthetic_size: int = 512
     init_batch_size: int = 256
 
+    def __post_init__(self) -> None:
+        """Reject impossible values with a ``ValueError`` naming the field and its valid range."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {sorted(PRIORS)}, got {self.prior!r}")
+        if self.dataset is not None and self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        at_least = {
+            "epochs": 1, "batch_size": 1, "levels": 1, "steps": 1, "hidden_channels": 1,
+            "seed": 0, "workers": 0, "threads": 1, "checkpoint_every": 1, "log_every": 1,
+            "eval_batch_size": 1, "max_nonfinite": 0, "train_limit": 1, "eval_limit": 1,
+            "synthetic_size": 1, "init_batch_size": 1,
+        }  # fmt: skip
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, valid, ok in (
+            ("lr", "a finite number > 0", lambda v: v > 0),
+            ("split_sigma", "a finite number > 0", lambda v: v > 0),
+            ("split_weight", "a finite number >= 0", lambda v: v >= 0),
+            ("label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not (isinstance(value, int | float) and math.isfinite(value) and ok(value)):
+                raise ValueError(f"{name} must be {valid}, got {value!r}")
+
     def resolved(self) -> TrainConfig:
         """Fill the ``None`` fields from the preset."""
         preset = get_preset(self.preset)
         return dataclasses.replace(
             self,
-            dataset=self.dataset or preset.dataset,
+            dataset=self.dataset if self.dataset is not None else preset.dataset,
             epochs=self.epochs if self.epochs is not None else preset.epochs,
-            batch_size=self.batch_size or preset.batch_size,
+            batch_size=self.batch_size if self.batch_size is not None else preset.batch_size,
             lr=self.lr if self.lr is not None else preset.lr,
         )
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked (in use, not a run, already a run, unwritable)."""
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses; the weights were not touched by any of them."""
 
 
-def train(config: TrainConfig) -> dict:
-    """Run (or resume) training; return the last evaluation metrics."""
+def train(
+    config: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict:
+    """Run training, or continue it from its checkpoint (``resume=True``); return the last
+    evaluation metrics.
+
+    The run folder ``config.out``:
+
+    - is locked for the whole run: a second training on the same folder fails at once
+      (:class:`RunFolderError`), instead of taking over the first one's checkpoint;
+    - for a new run, must be new or empty; ``overwrite=True`` first deletes an old run's files
+      (:data:`RUN_FILES`, nothing else);
+    - with ``resume=True``, must hold a checkpoint, and ``config`` must equal the checkpointed
+      run's settings except :data:`RESUMABLE_CHANGES` (a changed ``lr`` or ``prior`` is refused,
+      never silently ignored).
+
+    Raises:
+        RunFolderError: the folder is in use, not empty, holds a run (without ``resume``) or
+            none (with ``resume``), or cannot be written.
+            With ``resume=True``: changed settings, or no epoch left to train.
+        NonFiniteLossError: too many non-finite steps, or an update made the weights
+            non-finite; the checkpoint on disk is the last one with finite weights.
+    """
     config = config.resolved()
+    rank, world = _init_distributed(config.device)
+    lock = _RunLock(Path(config.out)) if rank == 0 else _NoLock()
+    with lock:
+        if rank == 0:
+            _prepare_run_folder(Path(config.out), resume, overwrite)
+        return _train(config, resume, rank, world, progress)
+
+
+def _train(config: TrainConfig, resume: bool, rank: int, world: int, progress: bool) -> dict:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    rank, world = _init_distributed(config.device)
     device = torch.device(_local_device(config.device))
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
     preset = get_preset(config.preset)
     if config.batch_size % world:
         raise ValueError(f"batch size {config.batch_size} is not divisible by {world} processes")
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(checkpoint_path, map_location=device, required=MODEL_KEYS)
+        _check_resumable(config, checkpoint)
 
     train_data = _subset(_load(config, preset, train=True), config.train_limit)
     test_data = _subset(_load(config, preset, train=False), config.eval_limit)
@@ -147,8 +232,7 @@ def train(config: TrainConfig) -> dict:
         optimizer, step_size=preset.lr_decay_epochs, gamma=preset.lr_decay_factor
     )
     position = {"epoch": 0, "step": 0, "global_step": 0, "nonfinite_steps": 0}
-    if checkpoint_path.exists():
-        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -159,10 +243,9 @@ def train(config: TrainConfig) -> dict:
     else:
         _initialise_actnorm(model, train_data, config, device)
         if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
             (out / METRICS_NAME).unlink(missing_ok=True)
     if rank == 0:
-        (out / CONFIG_NAME).write_text(json.dumps(_run_record(config, model, world), indent=2))
+        _write_atomic(out / CONFIG_NAME, json.dumps(_run_record(config, model, world), indent=2))
     network = DistributedDataParallel(model) if world > 1 else model
 
     def save(next_position: dict) -> None:
@@ -195,7 +278,7 @@ def train(config: TrainConfig) -> dict:
         bar = tqdm(
             range(first_step, steps_per_epoch),
             desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=rank != 0,
+            disable=rank != 0 or not progress,
             initial=first_step,
             total=steps_per_epoch,
             leave=False,
@@ -232,6 +315,12 @@ def train(config: TrainConfig) -> dict:
             if finite:
                 optimizer.step()
                 consecutive_nonfinite = 0
+                if not _parameters_finite(model, world):
+                    raise NonFiniteLossError(
+                        f"the update at global step {global_step} (epoch {epoch + 1}, step {step}) "
+                        f"made the weights non-finite (learning rate {config.lr:g} too large?); "
+                        f"nothing was saved after it; last good checkpoint: {checkpoint_path}"
+                    )
             else:
                 optimizer.zero_grad(set_to_none=True)
                 consecutive_nonfinite += 1
@@ -257,18 +346,20 @@ def train(config: TrainConfig) -> dict:
                     acc=f"{window['accuracy'][-1]:.3f}",
                     refresh=False,
                 )
-            if rank == 0 and position["global_step"] % config.log_every == 0 and window["loss"]:
-                _append_metrics(
-                    out,
-                    {
-                        "kind": "train",
-                        "epoch": epoch + 1,
-                        "step": position["global_step"],
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "nonfinite_steps": position["nonfinite_steps"],
-                        **{k: float(np.mean(v)) for k, v in window.items()},
-                    },
-                )
+            last_step = step + 1 == steps_per_epoch  # an epoch's end closes its window too
+            if position["global_step"] % config.log_every == 0 or last_step:
+                if rank == 0 and window["loss"]:
+                    _append_metrics(
+                        out,
+                        {
+                            "kind": "train",
+                            "epoch": epoch + 1,
+                            "step": position["global_step"],
+                            "lr": optimizer.param_groups[0]["lr"],
+                            "nonfinite_steps": position["nonfinite_steps"],
+                            **{k: float(np.mean(v)) for k, v in window.items()},
+                        },
+                    )
                 window = {k: [] for k in window}
             if (
                 position["global_step"] % config.checkpoint_every == 0
@@ -281,7 +372,7 @@ def train(config: TrainConfig) -> dict:
         if rank == 0:
             started = time.perf_counter()
             last_eval = evaluate_model(
-                model, test_data, config.eval_batch_size, config.seed, device
+                model, test_data, config.eval_batch_size, config.seed, device, progress=progress
             )
             record = {
                 "kind": "eval",
@@ -314,6 +405,14 @@ def _generator(*key: int, device: torch.device | str = "cpu") -> torch.Generator
     """A generator whose seed is a hash of ``key`` (seed, epoch, step, rank, stream)."""
     seed = int(np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0]) % 2**63
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _parameters_finite(model: torch.nn.Module, world: int) -> bool:
+    flag = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+    flag = flag.to(torch.float32).reshape(1)
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _all_finite(loss: torch.Tensor, world: int) -> bool:
@@ -355,9 +454,104 @@ def _load(config: TrainConfig, preset, train: bool) -> ImageData:
 
 
 def _subset(data: ImageData, limit: int | None) -> ImageData:
-    if limit is None:
-        return data
-    return ImageData(data.images[:limit], data.labels[:limit], data.classes)
+    """All of ``data``, or ``limit`` images of it in the fixed random order (never "the first
+    ``limit``": a dataset stored class by class would give one class)."""
+    return data if limit is None else fixed_subset(data, limit)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _RunLock:
+    """An exclusive ``flock`` on ``RUN/.lock`` for the life of a training; released on any exit,
+    a kill included (the kernel drops it with the process)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.path = folder / LOCK_NAME
+        self.handle = None
+
+    def __enter__(self) -> _RunLock:
+        problem = arguments.writable_dir(self.folder)
+        if problem is not None:
+            raise RunFolderError(f"out: {problem}")
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            owner = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise RunFolderError(
+                f"out: run folder {self.folder} is in use by another training (pid {owner}); "
+                "wait for it to finish or pass another --out"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.path.unlink(missing_ok=True)
+        self.handle.close()
+
+
+def _prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check ``out`` for what is asked (see :func:`train`); remove temporary files of killed runs."""
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    holds_run = (out / CHECKPOINT_NAME).exists()
+    if resume:
+        if not holds_run:
+            raise RunFolderError(f"out: no {CHECKPOINT_NAME} in {out} to resume")
+        return
+    if holds_run and not overwrite:
+        raise RunFolderError(
+            f"out: {out} already holds a run; pass --resume to continue it, --overwrite to "
+            "replace it, or another --out"
+        )
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunFolderError(
+            f"out: {out} is not empty ({shown}) and holds no run of this package; pass an empty "
+            "or new folder, or --overwrite to write the run files there anyway"
+        )
+
+
+def _check_resumable(config: TrainConfig, checkpoint: dict) -> None:
+    """Refuse to resume with settings that differ from the checkpointed run's."""
+    saved = checkpoint.get("train_config")
+    if not isinstance(saved, dict):
+        raise CheckpointError("the checkpoint holds no train_config: it cannot be resumed")
+    given = dataclasses.asdict(config)
+    changed = [
+        f"{name} (run: {saved.get(name)!r}, now: {value!r})"
+        for name, value in given.items()
+        if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value
+    ]
+    if changed:
+        raise RunFolderError(
+            f"resume: these settings differ from the run's: {'; '.join(changed)}. A resumed run "
+            f"keeps its settings (only {', '.join(RESUMABLE_CHANGES)} may change); start a new "
+            "run in another --out instead"
+        )
+    done = checkpoint["position"]["epoch"]
+    if done >= config.epochs:
+        raise RunFolderError(
+            f"epochs: the run has already completed {done} epoch(s) and epochs is {config.epochs}; "
+            f"pass a larger --epochs to continue it"
+        )
 
 
 def _init_distributed(device: str) -> tuple[int, int]:
@@ -398,20 +592,35 @@ def _append_metrics(out: Path, record: dict) -> None:
         file.write(json.dumps(record) + "\n")
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` through a temporary file and ``os.replace`` (never half-written)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def _truncate_metrics(path: Path, global_step: int) -> None:
-    """Drop records written after the checkpoint we resume from (they will be written again)."""
+    """Drop records written after the checkpoint we resume from (they will be written again).
+
+    Atomic (a kill leaves the old or the new file), and a torn last line (a kill while it was
+    being appended) is dropped.
+    """
     if path.exists():
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= global_step
-        ]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = [r for r in read_metrics(path) if r["step"] <= global_step]
+        _write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a ``metrics.jsonl``."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl``; a torn last line (a killed append) is skipped."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}: line {number} is not JSON: {line[:80]!r}") from None
+    return records
 
 
 def plot_metrics(metrics_path: Path, output: Path):
@@ -438,93 +647,146 @@ def plot_metrics(metrics_path: Path, output: Path):
     return fig, axes
 
 
-def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
-    """Parse the command line into a :class:`TrainConfig`.
+#: Help text and argument type of every :class:`TrainConfig` field the command line sets; the
+#: defaults are the dataclass's (written once), ``None`` meaning "the preset's value".
+_OPTIONS: dict[str, tuple[object, str]] = {
+    "dataset": (str, "default: the preset's dataset"),
+    "data_root": (str, "folder holding the dataset (default: $CGM_DATA_ROOT)"),
+    "epochs": (arguments.positive_int, "default: the preset's"),
+    "batch_size": (arguments.positive_int, "global batch size, all processes (default: preset)"),
+    "lr": (arguments.positive_float, "Adam learning rate (default: the preset's)"),
+    "levels": (arguments.positive_int, "multi-scale levels (default: the preset's)"),
+    "steps": (arguments.positive_int, "flow steps per level (default: the preset's)"),
+    "hidden_channels": (arguments.positive_int, "coupling network width (default: preset)"),
+    "label_smoothing": (arguments.unit_fraction, "in [0, 1)"),
+    "split_sigma": (arguments.positive_float, "Split prior: sigma of the class-independent part"),
+    "split_weight": (arguments.nonnegative_float, "Split prior: weight of the classification term"),
+    "seed": (arguments.nonnegative_int, "seed of every random draw of the run"),
+    "device": (str, "cpu, cuda or cuda:N"),
+    "workers": (arguments.nonnegative_int, "worker processes decoding an ImageFolder at start-up"),
+    "threads": (arguments.positive_int, "torch intra-op threads (1 is fastest on a busy 2-core CPU)"),
+    "checkpoint_every": (arguments.positive_int, "steps between checkpoints (and each epoch end)"),
+    "log_every": (arguments.positive_int, "steps per logged train window"),
+    "eval_batch_size": (arguments.positive_int, "batch size of the end-of-epoch evaluation"),
+    "max_nonfinite": (
+        arguments.nonnegative_int,
+        "consecutive non-finite steps skipped before stopping with an error",
+    ),
+    "train_limit": (arguments.positive_int, "train on N images of a fixed random order"),
+    "eval_limit": (arguments.positive_int, "evaluate on N test images of the fixed random order"),
+    "synthetic_size": (arguments.positive_int, "images of the synthetic dataset"),
+    "init_batch_size": (arguments.positive_int, "images of the actnorm initialisation batch"),
+}
 
-    With ``--resume``, the run's saved ``config.json`` is used; only ``--epochs``, ``--device``,
-    ``--workers`` and ``--threads`` may be changed on the command line.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.train", description=__doc__.split("\n")[0]
+
+def _parser() -> arguments.ArgumentParser:
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    parser = arguments.ArgumentParser(
+        prog="python -m flows.train",
+        description=__doc__.split("\n")[0],
+        argument_default=argparse.SUPPRESS,  # only what is given; defaults come from TrainConfig
     )
     parser.add_argument("--preset", choices=sorted(PRESETS))
-    parser.add_argument("--prior", choices=sorted(PRIORS))
-    parser.add_argument("--out", required=True, help="run folder")
-    parser.add_argument("--dataset", choices=DATASETS, help="default: the preset's dataset")
-    parser.add_argument("--data-root", help="folder holding the dataset")
+    parser.add_argument(
+        "--prior", choices=sorted(PRIORS), help="the training setting (base, reweight, split, ...)"
+    )
+    parser.add_argument("--out", required=True, help="run folder (new or empty, unless --resume)")
+    for name, (kind, text) in _OPTIONS.items():
+        default = defaults[name]
+        shown = "" if default is None else f" (default: {default})"
+        extra = {"choices": DATASETS} if name == "dataset" else {}
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=kind, help=text + shown, metavar=None, **extra
+        )
     parser.add_argument("--download", action="store_true", help="let torchvision download data")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size (all processes)")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--levels", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--hidden-channels", type=int)
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--split-sigma", type=float, default=0.5)
-    parser.add_argument("--split-weight", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="worker processes decoding an ImageFolder at start-up",
-    )
-    parser.add_argument(
-        "--threads", type=int, help="torch intra-op threads (1 is fastest on a busy 2-core machine)"
-    )
     parser.add_argument(
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
-        help="keep convolution weights in NCHW (channels-last measured 17-48%% faster on CPU)",
+        help="keep convolution weights in NCHW (channels-last is faster on CPU: see benchmarks/)",
     )
     parser.add_argument(
         "--amp",
         action="store_true",
-        help="coupling networks in bfloat16 (1.3-1.9x faster training steps on an AVX512-BF16 "
-        "CPU in benchmarks/flows_train_speed.py; the flow stays float32 and exact)",
+        help="coupling networks in bfloat16 (faster on CPUs with AVX512-BF16 or AMX and on GPUs; "
+        "the flow stays float32 and exact)",
     )
-    parser.add_argument("--checkpoint-every", type=int, default=200)
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--eval-batch-size", type=int, default=256)
-    parser.add_argument(
-        "--max-nonfinite",
-        type=int,
-        default=10,
-        help="consecutive non-finite steps skipped before stopping with an error",
-    )
-    parser.add_argument("--train-limit", type=int, help="use the first N training images")
-    parser.add_argument("--eval-limit", type=int, help="evaluate on the first N test images")
-    parser.add_argument("--synthetic-size", type=int, default=512)
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
-    args = parser.parse_args(argv)
-    if args.resume:
-        saved = Path(args.out) / CONFIG_NAME
-        if not (Path(args.out) / CHECKPOINT_NAME).exists() or not saved.exists():
-            parser.error(f"--resume: no checkpoint and config.json in {args.out}")
-        values = json.loads(saved.read_text())["train"]
-        for key in ("epochs", "device", "workers", "threads"):
-            if getattr(args, key) is not None:
-                values[key] = getattr(args, key)
-        values["out"] = args.out
-        return TrainConfig(**values)
-    if args.preset is None or args.prior is None:
-        parser.error("--preset and --prior are required (unless --resume)")
-    if (Path(args.out) / CHECKPOINT_NAME).exists():
-        parser.error(f"{args.out} already holds a checkpoint; pass --resume or another --out")
-    values = {k: v for k, v in vars(args).items() if k != "resume"}
-    return TrainConfig(**values)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in --out even though it holds a run or other files (run files are "
+        "replaced, other files left alone)",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse the command line into a :class:`TrainConfig` (argument errors exit with status 2).
+
+    With ``--resume``, the run's saved ``config.json`` is used; settings given again must equal
+    the saved ones, except :data:`RESUMABLE_CHANGES` (``--epochs``, ``--device``, ``--workers``,
+    ``--threads``, ``--data-root``), which may change.
+    """
+    return _parse(_parser(), argv)[0]
+
+
+def _parse(
+    parser: arguments.ArgumentParser, argv: Sequence[str] | None
+) -> tuple[TrainConfig, bool, bool]:
+    given = vars(parser.parse_args(argv))
+    resume, overwrite = given.pop("resume", False), given.pop("overwrite", False)
+    out = Path(given["out"])
+    if resume and overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    if resume:
+        saved_path = out / CONFIG_NAME
+        if not (out / CHECKPOINT_NAME).exists() or not saved_path.exists():
+            parser.error(f"--resume: no checkpoint and config.json in {out}")
+        try:
+            values = json.loads(saved_path.read_text())["train"]
+        except (ValueError, KeyError, TypeError) as error:
+            parser.error(f"--resume: {saved_path} is not a run configuration ({error})")
+        changed = [
+            f"--{name.replace('_', '-')} {value} (the run has {values.get(name)})"
+            for name, value in given.items()
+            if name not in RESUMABLE_CHANGES and values.get(name) != value
+        ]
+        if changed:
+            parser.error(
+                f"--resume keeps the run's settings, but {'; '.join(changed)} differ. Only "
+                "--epochs, --device, --workers, --threads and --data-root may change; start a new "
+                "run in another --out to change the others"
+            )
+        values.update({k: given[k] for k in RESUMABLE_CHANGES if k in given})
+        values["out"] = str(out)
+    else:
+        if "preset" not in given or "prior" not in given:
+            parser.error("--preset and --prior are required (unless --resume)")
+        if (out / CHECKPOINT_NAME).exists() and not overwrite:
+            parser.error(
+                f"--out {out} already holds a run; pass --resume to continue it, --overwrite to "
+                "replace it, or another --out"
+            )
+        values = given
+        root = arguments.resolve_data_root(given.get("data_root"))
+        values["data_root"] = None if root is None else str(root)
+    try:
+        config = TrainConfig(**values)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    return config, resume, overwrite
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    config = parse_args(argv)
+    parser = _parser()
+    config, resume, overwrite = _parse(parser, argv)
     try:
-        return train(config)
-    except DatasetNotFoundError as error:
-        raise SystemExit(f"flows.train: error: {error}") from None
+        return train(config, resume=resume, overwrite=overwrite)
+    except (DatasetNotFoundError, RunFolderError, CheckpointError) as error:
+        arguments.fail(parser.prog, str(error))
 
 
 if __name__ == "__main__":

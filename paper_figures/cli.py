@@ -10,20 +10,21 @@ notebooks do with ``CGM_QUICK=1``); the outputs say whether they are quick.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
 import matplotlib
 
+from flows.arguments import ArgumentParser, existing_dir, positive_int
+
 from . import trained
 from .paths import OUTPUT_ROOT
 from .registry import FIGURES, generate
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="python -m paper_figures",
         description="Regenerate the paper's figures and tables from the package code "
         f"(registered: {', '.join(FIGURES)}).",
@@ -39,10 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         metavar="DIR",
-        help=f"output root, one folder per figure (default: {OUTPUT_ROOT})",
+        help=f"output root, one folder per figure (default: {OUTPUT_ROOT}; required with --quick)",
     )
     p.add_argument(
         "--data-root",
+        type=existing_dir,
         default=None,
         metavar="DIR",
         help=f"folder holding MNIST/ and cifar10-jpeg/ (default: ${trained.DATA_ROOT_ENV})",
@@ -61,19 +63,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where --retrain trains (default: ./runs; never the committed artifacts)",
     )
-    p.add_argument("--threads", type=int, default=1, help="threads per training run (--retrain)")
+    p.add_argument(
+        "--threads", type=positive_int, default=1, help="threads per training run (--retrain)"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.quick and args.out is None:
+        parser.error(
+            f"--quick needs --out: quick-mode numbers must not overwrite the committed outputs in "
+            f"{OUTPUT_ROOT}"
+        )
     matplotlib.use("Agg")
     if args.data_root is not None:
-        if not Path(args.data_root).is_dir():
-            parser.error(f"--data-root {args.data_root!r} is not a folder")
         os.environ[trained.DATA_ROOT_ENV] = str(Path(args.data_root).resolve())
     if args.quick:
         os.environ[trained.QUICK_ENV] = "1"

@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from flows.data import ORDER_SEED, fixed_order
+
 __all__ = [
     "DATASETS",
     "PAPER_RECALL",
@@ -140,17 +142,13 @@ def _test_set_cached(dataset: str, root: str) -> tuple[Tensor, Tensor]:
     return to_model_range(data.images).to(torch.float32), data.labels
 
 
-#: Seed of the fixed order in which every figure takes test images (see :func:`test_order`).
-ORDER_SEED = 0
-
-
 def test_order(size: int) -> Tensor:
-    """A fixed random permutation of ``range(size)`` (seed :data:`ORDER_SEED`).
+    """The fixed random permutation of ``range(size)`` (:func:`flows.data.fixed_order`).
 
     The CIFAR-10 JPEG copy is stored class by class, so "the first n test images" would all be
     airplanes; every figure therefore takes test images in this order instead.
     """
-    return torch.randperm(size, generator=torch.Generator().manual_seed(ORDER_SEED))
+    return fixed_order(size, ORDER_SEED)
 
 
 def test_set(
