@@ -75,12 +75,16 @@ def load_checkpoint(
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = next(
-            (line.strip() for line in str(error).splitlines() if "GLOBAL" in line),
-            "it holds objects other than tensors, numbers, strings and containers",
-        )
+        blocked = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if not blocked:  # not a pickle this unpickler understands at all
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            marker = [i for i, line in enumerate(lines) if "WeightsUnpickler error" in line]
+            detail = lines[marker[0] + 1] if marker and marker[0] + 1 < len(lines) else lines[-1]
+            raise CheckpointError(
+                f"cannot read {file}: not a torch checkpoint ({detail[:200]})"
+            ) from None
         raise CheckpointError(
-            f"refused to load {file}: not a checkpoint of this package ({reason}); loading it "
+            f"refused to load {file}: not a checkpoint of this package ({blocked[0]}); loading it "
             "would need a full unpickler, which can run arbitrary code"
         ) from None
     except Exception as error:  # torch raises RuntimeError, KeyError, EOFError… on non-torch files

@@ -765,11 +765,8 @@ def _parse(
     else:
         if "preset" not in given or "prior" not in given:
             parser.error("--preset and --prior are required (unless --resume)")
-        if (out / CHECKPOINT_NAME).exists() and not overwrite:
-            parser.error(
-                f"--out {out} already holds a run; pass --resume to continue it, --overwrite to "
-                "replace it, or another --out"
-            )
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 owns the folder
+            _check_new_out(parser, out, overwrite)
         values = given
         root = arguments.resolve_data_root(given.get("data_root"))
         values["data_root"] = None if root is None else str(root)
@@ -778,6 +775,26 @@ def _parse(
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     return config, resume, overwrite
+
+
+def _check_new_out(parser: arguments.ArgumentParser, out: Path, overwrite: bool) -> None:
+    """``--out`` for a new run: writable, and empty or new unless ``--overwrite``."""
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {str(out)!r} exists and is not a folder")
+    if out.is_dir() and not overwrite:
+        if (out / CHECKPOINT_NAME).exists():
+            parser.error(
+                f"--out {out} already holds a run; pass --resume to continue it, --overwrite to "
+                "replace it, or another --out"
+            )
+        if any(p.name != LOCK_NAME for p in out.iterdir()):
+            parser.error(
+                f"--out {out} is not empty and holds no run of this package; pass a new or empty "
+                "folder, or --overwrite to write the run files there anyway"
+            )
+    problem = arguments.writable_dir(out)
+    if problem is not None:
+        parser.error(f"--out: {problem}")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -235,3 +236,89 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
     assert strip(read_metrics(reference / "metrics.jsonl")) == strip(
         read_metrics(killed / "metrics.jsonl")
     )
+
+
+def test_a_second_training_on_a_locked_run_folder_fails_at_once(tmp_path):
+    run = tmp_path / "run"
+    with train_module._RunLock(run):  # what a running training holds
+        with pytest.raises(train_module.RunFolderError, match="in use by another training"):
+            train(tiny_run_config(run, epochs=1))
+        assert not (run / "checkpoint.pt").exists() and not (run / "metrics.jsonl").exists()
+    train(tiny_run_config(run, epochs=1))  # released: the folder is usable again
+    assert not (run / train_module.LOCK_NAME).exists()
+
+
+def test_resume_only_when_asked_and_only_with_the_same_settings(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_run_config(run, epochs=1))
+    before = load_checkpoint(run)
+    with pytest.raises(train_module.RunFolderError, match="already holds a run"):
+        train(tiny_run_config(run, epochs=2))
+    with pytest.raises(train_module.RunFolderError, match=r"lr \(run: 0\.001, now: 0\.5\)"):
+        train(tiny_run_config(run, epochs=2, lr=0.5), resume=True)
+    with pytest.raises(train_module.RunFolderError, match="already completed 1 epoch"):
+        train(tiny_run_config(run, epochs=1), resume=True)
+    after = load_checkpoint(run)  # none of the refused calls touched the run
+    assert after["position"] == before["position"]
+    for name, value in before["model"].items():
+        assert torch.equal(value, after["model"][name]), name
+    with pytest.raises(train_module.RunFolderError, match="no checkpoint.pt"):
+        train(tiny_run_config(tmp_path / "empty", epochs=1), resume=True)
+
+
+def test_new_run_refuses_a_foreign_folder_unless_overwrite_keeps_other_files(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a run")
+    with pytest.raises(train_module.RunFolderError, match="not empty"):
+        train(tiny_run_config(folder, epochs=1))
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    train(tiny_run_config(folder, epochs=1), overwrite=True)
+    assert (folder / "notes.txt").read_text() == "not a run"
+    assert (folder / "checkpoint.pt").exists()
+
+
+def test_resume_survives_a_torn_metrics_line_and_removes_stale_temporary_files(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_run_config(run, epochs=1))
+    with open(run / "metrics.jsonl", "a") as file:
+        file.write('{"kind": "train", "ep')  # a kill in the middle of an append
+    (run / ".checkpoint.pt.x1y2.tmp").write_bytes(b"partial")
+    (run / ".metrics.jsonl.123.tmp").write_text("partial")
+    assert len(read_metrics(run / "metrics.jsonl")) == 4  # the torn line is skipped
+    train(tiny_run_config(run, epochs=2), resume=True)
+    records = read_metrics(run / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [6, 12]
+    assert "ep" not in (run / "metrics.jsonl").read_text().splitlines()[-1][-3:]
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_an_update_that_makes_the_weights_non_finite_stops_before_any_save(tmp_path, monkeypatch):
+    class PoisonedAdam(torch.optim.Adam):
+        """Adam whose 5th update writes a NaN into the weights (as an infinite step would)."""
+
+        updates = 0
+
+        def step(self, closure=None):
+            result = super().step(closure)
+            PoisonedAdam.updates += 1
+            if PoisonedAdam.updates == 5:
+                with torch.no_grad():
+                    self.param_groups[0]["params"][0].view(-1)[0] = float("nan")
+            return result
+
+    monkeypatch.setattr(train_module.torch.optim, "Adam", PoisonedAdam)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="global step 4 .*made the weights non-finite"):
+        train(tiny_run_config(run, max_nonfinite=1000))
+    weights = load_checkpoint(run)["model"]  # the step-3 checkpoint, saved before the NaN
+    assert load_checkpoint(run)["position"]["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_a_run_shorter_than_the_log_window_still_logs_its_train_curve(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_run_config(run, epochs=1, log_every=1000))
+    train_records = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in train_records] == [6]
+    assert math.isfinite(train_records[0]["loss"])
