@@ -146,6 +146,25 @@ def test_sampling_decodes_prior_samples_into_the_data_shape():
     assert x.shape == (2, 1, 6, 6) and torch.equal(x, model.decode(z))
 
 
+def test_normflows_call_forms_log_prob_x_y_and_sample_n():
+    model = _model("split")
+    x, labels = _images(3), torch.tensor([2, 0, 1])
+    class_ll = model.class_log_likelihoods(x, _gen(4))
+    expected = class_ll[torch.arange(3), labels]
+    assert torch.equal(model.log_prob(x, y=labels, generator=_gen(4)), expected)
+    with torch.random.fork_rng():
+        torch.manual_seed(9)
+        positional = model.log_prob(x, labels)  # normflows: log_prob(x, y)
+        torch.manual_seed(9)
+        reference = model.class_log_likelihoods(x)[torch.arange(3), labels]
+    assert torch.equal(positional, reference)
+    samples = model.sample(4, generator=_gen(2))  # normflows: sample(n), classes uniform
+    generator = _gen(2)
+    drawn = torch.randint(model.num_classes, (4,), generator=generator)
+    assert samples.shape == (4, 1, 6, 6)
+    assert torch.equal(samples, model.sample(drawn, generator=generator))
+
+
 def test_model_rejects_inputs_of_the_wrong_shape():
     model = _model("base")
     with pytest.raises(

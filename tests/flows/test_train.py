@@ -322,3 +322,17 @@ def test_a_run_shorter_than_the_log_window_still_logs_its_train_curve(tmp_path):
     train_records = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
     assert [r["step"] for r in train_records] == [6]
     assert math.isfinite(train_records[0]["loss"])
+
+
+def test_evaluate_limit_takes_the_fixed_random_order_not_the_first_images(tmp_path):
+    from flows.data import fixed_order, load_dataset
+
+    run = tmp_path / "run"
+    train(tiny_run_config(run, epochs=1), progress=False)
+    report = evaluate_main([str(run), "--limit", "20", "--output", str(tmp_path / "e.json")])
+    data = load_dataset("synthetic", None, train=False, data_shape=(1, 8, 8), synthetic_size=96)
+    chosen = data.labels[fixed_order(96)[:20]]
+    counts = {name: v["count"] for name, v in report["results"]["per_class"].items()}
+    assert counts == {f"class{c}": int((chosen == c).sum()) for c in range(10)}
+    assert report["results"]["num_examples"] == 20
+    assert not (run / "evaluation.json").exists()  # --output given: nothing beside the run
