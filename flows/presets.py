@@ -5,6 +5,10 @@ and 32 / 48 hidden channels. Measured training throughput on this 2-core machine
 other jobs (``--threads 1``): 119–230 and 62–130 images/s depending on load, so their 5 MNIST and
 4 CIFAR-10 epochs take roughly 25–55 minutes plus evaluation. Their accuracy after a full run has
 not been measured (see docs/readme_flows.md).
+
+``cpu-mnist-deep`` (MNIST classifiers nearer the paper's 99%) doubles the steps per level and trains
+20 epochs, the learning rate divided by 10 after 10: on this CPU, depth is the cheap way to a larger
+model and width is not (``benchmarks/preset_pilot.py``, results in ``benchmarks/preset_pilot.md``).
 """
 
 from __future__ import annotations
@@ -93,6 +97,22 @@ PRESETS: dict[str, Preset] = {
             batch_size=64,
             lr=1e-3,
             lr_decay_epochs=4,
+            lr_decay_factor=0.1,
+            crop_padding=4,
+            hflip=False,
+        ),
+        Preset(
+            "cpu-mnist-deep",
+            "mnist",
+            (1, 28, 28),
+            32,
+            levels=4,
+            steps=8,
+            hidden_channels=32,
+            epochs=20,
+            batch_size=64,
+            lr=1e-3,
+            lr_decay_epochs=10,
             lr_decay_factor=0.1,
             crop_padding=4,
             hflip=False,
