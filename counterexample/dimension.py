@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mpmath
 
@@ -159,7 +159,12 @@ class LambdaInterval:
     r"""The feasible :math:`\lambda_1` at fixed d, in log-space (bounds may underflow as floats).
 
     ``log_lower`` is condition 2's bound (closed), ``log_upper`` the smaller of conditions 3 (closed)
-    and 5 (open); ``upper_condition`` says which one binds. ``empty`` is decided exactly.
+    and 5 (open); ``upper_condition`` says which one binds. ``empty`` is decided exactly, and so are
+    :meth:`contains` and :meth:`geometric_midpoint` when the interval comes from
+    :func:`feasible_lambda1_interval`: at the minimal d the interval can be narrower than the rounding
+    error of the float bounds (relative width below :math:`\log(1+\Delta)`, e.g. 8e-16 for
+    ``eps=0.1, delta=0.01, Delta=1e-15``), so comparisons within rounding error of a bound are redone
+    in high precision (mpmath), like the dimension search.
     """
 
     d: int
@@ -168,6 +173,7 @@ class LambdaInterval:
     upper_closed: bool
     upper_condition: int
     empty: bool
+    _checker: _Checker | None = field(default=None, repr=False, compare=False)
 
     lower_closed = True
 
@@ -180,19 +186,65 @@ class LambdaInterval:
         return math.exp(self.log_upper)
 
     def contains(self, lambda1: float) -> bool:
-        """Whether ``lambda1`` satisfies the five conditions (compared in log-space)."""
+        """Whether ``lambda1`` satisfies the five conditions (compared in log-space, exactly)."""
         if self.empty or not lambda1 > 0:
             return False
         x = math.log(lambda1)
+        ch = self._checker
+        if ch is None:  # built by hand: double precision only
+            return self._float_contains(x)
+        if self.d < _FLOAT_INT_LIMIT:
+            tol = _REL_TOL * (ch._scale0 + abs(float(self.d) * ch.fl.L) + math.log(self.d) + abs(x))
+            m_lo, m_hi = x - self.log_lower, self.log_upper - x
+            if abs(m_lo) > tol and abs(m_hi) > tol:
+                return self._float_contains(x)
+        with mpmath.workdps(ch.digits):
+            mp = ch.mp()
+            big_x = mpmath.log(mpmath.mpf(lambda1))
+            big_d = mpmath.mpf(self.d)
+            upper = mp.log_u3 if self.upper_condition == 3 else mp.log_u5(big_d)
+            above = big_x >= mp.log_lower(big_d)
+            below = big_x <= upper if self.upper_closed else big_x < upper
+            return bool(above and below)
+
+    def _float_contains(self, x: float) -> bool:
         above = x >= self.log_lower
         below = x <= self.log_upper if self.upper_closed else x < self.log_upper
         return above and below
 
     def geometric_midpoint(self) -> float:
-        r""":math:`\sqrt{\text{lower}\cdot\text{upper}}`, a point well inside the interval."""
+        r""":math:`\sqrt{\text{lower}\cdot\text{upper}}`, a point well inside the interval.
+
+        The double nearest to it, checked with :meth:`contains`; when the double-precision midpoint
+        misses the interval (narrower than the rounding error of its float bounds), it is recomputed
+        in high precision. Raises ``ValueError`` if the interval is empty or holds no double at all.
+        Returns 0.0 when the midpoint underflows.
+        """
         if self.empty:
             raise ValueError(f"the feasible lambda1 interval at d={self.d} is empty")
-        return math.exp(0.5 * (self.log_lower + self.log_upper))
+        mid = math.exp(0.5 * (self.log_lower + self.log_upper))
+        if mid == 0.0 or self.contains(mid) or self._checker is None:
+            return mid
+        ch = self._checker
+        with mpmath.workdps(ch.digits):
+            mp = ch.mp()
+            big_d = mpmath.mpf(self.d)
+            lo = mp.log_lower(big_d)
+            up = mp.log_u3 if self.upper_condition == 3 else mp.log_u5(big_d)
+            width = float(up - lo)
+            mid = float(mpmath.exp((lo + up) / 2))
+        candidates = [mid]
+        down = up_ = mid
+        for _ in range(4):
+            down, up_ = math.nextafter(down, 0.0), math.nextafter(up_, 1.0)
+            candidates += [down, up_]
+        for value in candidates:
+            if self.contains(value):
+                return value
+        raise ValueError(
+            f"no double-precision number lies in the feasible lambda1 interval at d={self.d}: its "
+            f"relative width {width:.3g} is below float64 resolution (about 1.1e-16); use a larger d"
+        )
 
     def __str__(self) -> str:
         if self.empty:
@@ -224,6 +276,7 @@ def feasible_lambda1_interval(d: int, eps: float, delta: float, Delta: float) ->
         upper_closed=cond3_binds,
         upper_condition=3 if cond3_binds else 5,
         empty=empty,
+        _checker=checker,
     )
 
 
