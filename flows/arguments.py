@@ -19,11 +19,23 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
     "ArgumentParser",
+    "Range",
+    "option",
+    "check_fields",
+    "add_options",
+    "POSITIVE_INT",
+    "NONNEGATIVE_INT",
+    "FINITE_FLOAT",
+    "POSITIVE_FLOAT",
+    "NONNEGATIVE_FLOAT",
+    "PROBABILITY",
+    "UNIT_FRACTION",
     "existing_dir",
     "finite_float",
     "nonnegative_float",
@@ -52,68 +64,140 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _number(text: str, kind: type) -> float | int:
-    try:
-        value = kind(text)
-    except ValueError:
-        noun = "an integer" if kind is int else "a number"
-        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
+@dataclass(frozen=True)
+class Range:
+    """A numeric range: ``kind`` (int or float, floats always finite) between ``low`` and ``high``.
+
+    One object serves both sides of a setting: :meth:`check` validates a value given through the
+    API (``ValueError`` naming the field), :meth:`parse` converts and validates command-line text
+    (``ArgumentTypeError``, which argparse prefixes with the option's name).
+
+    Example::
+
+        >>> POSITIVE_INT.parse("3"), PROBABILITY.describe()
+        (3, 'a number in (0, 1]')
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        noun = "an integer" if self.kind is int else "a finite number"
+        if self.low is not None and self.high is not None:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            noun = "a number" if self.kind is float else noun
+            return f"{noun} in {left}{self.low:g}, {self.high:g}{right}"
+        if self.low is not None:
+            return f"{noun} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{noun} {'<' if self.high_open else '<='} {self.high:g}"
+        return noun
+
+    def holds(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def check(self, name: str, value: object) -> None:
+        """``ValueError`` naming ``name`` unless ``value`` lies in the range."""
+        if not self.holds(value):
+            raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
+
+    def parse(self, text: str) -> int | float:
+        """Command-line text → a value in the range (``ArgumentTypeError`` otherwise)."""
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not self.holds(value):
+            raise argparse.ArgumentTypeError(f"must be {self.describe()}, got {text!r}")
+        return value
+
+    def __call__(self, text: str) -> int | float:  # argparse calls its ``type`` with the text
+        return self.parse(text)
 
 
-def positive_int(text: str) -> int:
-    """An integer ≥ 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+POSITIVE_INT = Range(int, low=1)
+NONNEGATIVE_INT = Range(int, low=0)
+FINITE_FLOAT = Range(float)
+POSITIVE_FLOAT = Range(float, low=0, low_open=True)
+NONNEGATIVE_FLOAT = Range(float, low=0)
+PROBABILITY = Range(float, low=0, high=1, low_open=True)
+UNIT_FRACTION = Range(float, low=0, high=1, high_open=True)
+
+positive_int = POSITIVE_INT.parse
+nonnegative_int = NONNEGATIVE_INT.parse
+finite_float = FINITE_FLOAT.parse
+positive_float = POSITIVE_FLOAT.parse
+nonnegative_float = NONNEGATIVE_FLOAT.parse
+probability = PROBABILITY.parse
+unit_fraction = UNIT_FRACTION.parse
 
 
-def nonnegative_int(text: str) -> int:
-    """An integer ≥ 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+def option(
+    default: object,
+    help: str,
+    range: Range | None = None,
+    choices: tuple | None = None,
+    cli: bool = True,
+):
+    """A dataclass field that is also a command-line option (:func:`add_options`).
+
+    ``default`` is written here only; ``range`` validates it both ways (:func:`check_fields`
+    and the option's argparse type); ``cli=False`` keeps the field off the command line.
+    """
+    metadata = {"help": help, "range": range, "choices": choices, "cli": cli}
+    return field(default=default, metadata=metadata)
 
 
-def finite_float(text: str) -> float:
-    """Any finite number (no NaN, no ±inf)."""
-    return _number(text, float)
+def check_fields(instance: object) -> None:
+    """Validate every field of a dataclass made with :func:`option` (``None`` always passes)."""
+    for item in fields(instance):
+        value = getattr(instance, item.name)
+        if value is None:
+            continue
+        checker = item.metadata.get("range")
+        if checker is not None:
+            checker.check(item.name, value)
+        choices = item.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{item.name} must be one of {list(choices)}, got {value!r}")
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+def add_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` option per :func:`option` field of ``cls``, typed and documented.
 
-
-def nonnegative_float(text: str) -> float:
-    """A finite number ≥ 0."""
-    value = _number(text, float)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in (0, 1] (a quantile or a recall)."""
-    value = _number(text, float)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
-
-
-def unit_fraction(text: str) -> float:
-    """A number in [0, 1)."""
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return value
+    Booleans become flags that set the opposite of their default (``--name`` for a False default,
+    ``--no-name`` for a True one). The parser should use ``argument_default=argparse.SUPPRESS``,
+    so that only given options reach the namespace and every default stays the dataclass's.
+    """
+    for item in fields(cls):
+        if item.name in skip or not item.metadata.get("cli", False):
+            continue
+        flag = item.name.replace("_", "-")
+        default = item.default
+        help_text = item.metadata["help"]
+        if isinstance(default, bool):
+            name = f"--no-{flag}" if default else f"--{flag}"
+            action = "store_false" if default else "store_true"
+            parser.add_argument(name, dest=item.name, action=action, help=help_text)
+            continue
+        shown = "" if default is None else f" (default: {default})"
+        kind = item.metadata.get("range") or str
+        parser.add_argument(
+            f"--{flag}", type=kind, choices=item.metadata.get("choices"), help=help_text + shown
+        )
 
 
 def existing_dir(text: str) -> Path:

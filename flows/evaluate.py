@@ -13,7 +13,6 @@ are on dequantised test images with seeded noise, per data dimension ``D``
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,9 +23,10 @@ from tqdm.auto import tqdm
 from flows import arguments
 from flows.checkpoint import MODEL_KEYS, CheckpointError, load_checkpoint
 from flows.data import DATASETS, DatasetNotFoundError, ImageData, fixed_subset, load_dataset
+from flows.measures import bits_per_dim, marginal_log_prob, predictions
 from flows.model import ConditionalGlow, model_from_checkpoint
 from flows.objectives import objective
-from flows.preprocess import bits_per_dim, dequantize, to_model_range
+from flows.preprocess import dequantize, to_model_range
 
 
 @torch.no_grad()
@@ -56,9 +56,9 @@ def evaluate_model(
         labels = data.labels[start : start + batch_size].to(device)
         x = dequantize(to_model_range(images), dequantise_generator).to(device)
         output = model(x, noise_generator)
-        log_px = torch.logsumexp(output.class_log_likelihoods, 1) - math.log(num_classes)
+        log_px = marginal_log_prob(output.class_log_likelihoods)
         bpd_all.append(bits_per_dim(log_px, model.num_dims).cpu())
-        correct_all.append((output.class_log_likelihoods.argmax(1) == labels).cpu())
+        correct_all.append((predictions(output.class_log_likelihoods) == labels).cpu())
         loss = objective(
             model.config.objective,
             output.class_log_likelihoods,

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from flows.checkpoint import MODEL_KEYS, CheckpointError, load_checkpoint
 from flows.glow import Glow
 from flows.layers import AffineCoupling
+from flows.measures import bits_per_dim, marginal_log_prob
 from flows.objectives import OBJECTIVES
-from flows.preprocess import add_noise_channels, bits_per_dim, pad_image
+from flows.preprocess import add_noise_channels, pad_image
 from flows.presets import ARCHITECTURE_FIELDS, Preset, get_preset
 from flows.priors import (
     ClassCauchy,
@@ -188,7 +189,7 @@ class ConditionalGlow(nn.Module):
             generator, y = None, generator
         class_ll = self.class_log_likelihoods(x, generator, shared_noise)
         if y is None:
-            return _mixture_log_prob(class_ll)
+            return marginal_log_prob(class_ll)
         self.prior._check_labels(y, x.shape[0])
         return class_ll.gather(1, y.to(class_ll.device, torch.int64)[:, None]).squeeze(1)
 
@@ -201,7 +202,7 @@ class ConditionalGlow(nn.Module):
     def bits_per_dim(
         self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
     ) -> Tensor:
-        """``(B,)``: ``−log p(x)`` in bits per data dimension (:func:`flows.preprocess.bits_per_dim`).
+        """``(B,)``: ``−log p(x)`` in bits per data dimension (:func:`flows.measures.bits_per_dim`).
 
         ``x`` is taken as a point of the continuous space; pass dequantised images for the standard
         estimate on a dataset.
@@ -258,11 +259,6 @@ def _check_generator(generator: object) -> None:
             f"generator must be a torch.Generator or None, got {type(generator).__name__} (for "
             "log p(x | y) call model.log_prob(x, y=labels) or model.class_log_likelihoods(x))"
         )
-
-
-def _mixture_log_prob(class_log_likelihoods: Tensor) -> Tensor:
-    num_classes = class_log_likelihoods.shape[1]
-    return torch.logsumexp(class_log_likelihoods, dim=1) - math.log(num_classes)
 
 
 def _make_prior(config: ModelConfig, dim: int) -> ClassPrior:

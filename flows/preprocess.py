@@ -12,8 +12,8 @@ Conventions (one place for each):
 * **Noise channels** double the channels with ``u = 2/256 · v``, ``v ~ U(0, 1)``. The flow models the
   padded input ``(x, u)``; ``log q(u) = n·log(256/2)`` for ``n`` noise entries, and we report
   ``log p(x) = log p(x, u) − log q(u)`` (a one-sample lower bound in expectation, exact when the
-  model makes ``u`` independent of ``x``). This is the "Jacobian of the scaling" of Appendix A.
-* **Bits/dim** — :func:`bits_per_dim`.
+  model's ``p(u | x)`` equals ``q(u)``). This is the "Jacobian of the scaling" of Appendix A.
+* **Bits/dim** — :func:`flows.measures.bits_per_dim`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import math
 import torch
 from torch import Tensor
 
-NUM_BINS = 256
+from flows.measures import NUM_BINS
+from flows.measures import bits_per_dim as bits_per_dim  # TEMPORARY re-export
+
 NOISE_WIDTH = 2.0 / NUM_BINS
 
 
@@ -74,20 +76,6 @@ def add_noise_channels(
 def noise_log_density(num_entries: int) -> float:
     """``log q(u) = n·log(256/2)``: log-density of ``n`` independent ``U(0, 2/256)`` entries."""
     return num_entries * math.log(1.0 / NOISE_WIDTH)
-
-
-def bits_per_dim(log_px: Tensor, num_dims: int, num_bins: int = NUM_BINS) -> Tensor:
-    r"""Discretised negative log-likelihood in bits per data dimension.
-
-    .. math:: \mathrm{bpd}(x) = \frac{-\log p(x)}{D \log 2} + \log_2(\text{num\_bins})
-
-    ``log_px`` is the continuous log-density (nats) of data scaled to a unit-width range cut into
-    ``num_bins`` bins, so ``p(x)·(1/num_bins)^D`` approximates the probability of ``x``'s bin and the
-    formula is its ``−log₂`` per dimension. Example: the uniform density on [−0.5, 0.5]^D has
-    ``log p = 0`` and gives exactly 8 bits/dim. ``D`` is the image's dimension (1·32·32 for
-    padded MNIST, 3·32·32 for CIFAR-10), never the noise-doubled one.
-    """
-    return -log_px / (num_dims * math.log(2.0)) + math.log2(num_bins)
 
 
 def _uniform(

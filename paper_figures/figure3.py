@@ -152,7 +152,7 @@ def compute(config: Config) -> dict:
         "num_alphas": config.num_alphas,
         "paper_num_alphas": PAPER["num_alphas"],
         "units": "bits/dim: -log p(x) per dimension with the 8-bit offset "
-        "(flows.preprocess.bits_per_dim); log p in nats; pair indices into trained.test_set order",
+        "(flows.measures.bits_per_dim); log p in nats; pair indices into trained.test_set order",
         "datasets": results,
     }
 

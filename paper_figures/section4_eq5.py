@@ -12,7 +12,7 @@ negligible under maximum likelihood; the measured class term shows how much of t
 each objective spends, and ``log_num_classes_over_data`` how small it is.
 
 **Conventions.** The data and joint terms are discrete NLLs (``−log p(x) + D log 256``; their
-bits/dim is :func:`flows.preprocess.bits_per_dim`), see :mod:`flows.analysis.likelihood_terms`.
+bits/dim is :func:`flows.measures.bits_per_dim`), see :mod:`flows.analysis.likelihood_terms`.
 Test images are dequantised with seeded uniform noise (``dequantise_seed``), the estimate of
 Table 1, and every image gets its own draw of the model's noise channels (one generator seeded
 with ``noise_seed``), as in training and :mod:`flows.evaluate`: a single shared draw for all images

@@ -26,14 +26,14 @@ Conventions (decided once here):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from flows.attacks.threat_model import FixedNoise
-from flows.preprocess import bits_per_dim as _bits_per_dim
+from flows.measures import bits_per_dim as _bits_per_dim
+from flows.measures import marginal_log_prob, predictions
 
 __all__ = [
     "PathStatistics",
@@ -102,12 +102,11 @@ class PathStatistics:
     @property
     def log_prob(self) -> Tensor:
         """``(P, A)`` ``log p(x_α) = logsumexp_c log p(x_α | c) − log C`` in nats."""
-        num_classes = self.class_log_likelihoods.shape[-1]
-        return torch.logsumexp(self.class_log_likelihoods, dim=-1) - math.log(num_classes)
+        return marginal_log_prob(self.class_log_likelihoods)
 
     @property
     def bits_per_dim(self) -> Tensor:
-        """``(P, A)`` ``−log p(x_α)`` in bits/dim (:func:`flows.preprocess.bits_per_dim`)."""
+        """``(P, A)`` ``−log p(x_α)`` in bits/dim (:func:`flows.measures.bits_per_dim`)."""
         return _bits_per_dim(self.log_prob, self.num_dims)
 
     @property
@@ -193,7 +192,7 @@ def eligible_endpoints(
         )
     if bits_per_dim.shape != labels.shape:
         raise ValueError(f"expected bits_per_dim shaped {tuple(labels.shape)}")
-    return (class_log_likelihoods.argmax(dim=1) == labels) & (bits_per_dim <= threshold)
+    return (predictions(class_log_likelihoods) == labels) & (bits_per_dim <= threshold)
 
 
 def select_pairs(

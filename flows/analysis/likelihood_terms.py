@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from flows.attacks.threat_model import FixedNoise
-from flows.preprocess import NUM_BINS
+from flows.measures import NUM_BINS, marginal_log_prob, nats_to_bits_per_dim, predictions
 
 __all__ = ["LikelihoodTerms", "likelihood_terms", "measure_likelihood_terms", "per_image_terms"]
 
@@ -56,11 +56,10 @@ def per_image_terms(
     values = class_log_likelihoods.double()
     log_c = math.log(values.shape[1])
     offset = num_dims * math.log(num_bins)
-    log_sum = torch.logsumexp(values, dim=1)
     chosen = values.gather(1, labels[:, None]).squeeze(1)
     joint = -chosen + log_c + offset
-    data = -(log_sum - log_c) + offset
-    class_ = log_sum - chosen
+    data = -marginal_log_prob(values) + offset
+    class_ = torch.logsumexp(values, dim=1) - chosen  # −log p(y | x)
     return joint, data, class_
 
 
@@ -92,7 +91,7 @@ class LikelihoodTerms:
         return math.log(self.num_classes)
 
     def _per_dim(self, nats: float) -> float:
-        return nats / (self.num_dims * math.log(2.0))
+        return nats_to_bits_per_dim(nats, self.num_dims)
 
     @property
     def joint_bits_per_dim(self) -> float:
@@ -149,7 +148,7 @@ def likelihood_terms(
     joint, data, class_ = per_image_terms(class_log_likelihoods, labels, num_dims, num_bins)
     if len(joint) == 0:
         raise ValueError("likelihood_terms needs at least one image")
-    correct = class_log_likelihoods.argmax(dim=1) == labels
+    correct = predictions(class_log_likelihoods) == labels
     return LikelihoodTerms(
         joint_nats=joint.mean().item(),
         data_nats=data.mean().item(),

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flows.preprocess import NUM_BINS
+from flows.measures import NUM_BINS, nats_to_bits_per_dim
 
 __all__ = [
     "WrongClassNLL",
@@ -140,11 +140,11 @@ class WrongClassNLL:
         return self.gap_nats > 0
 
     def _per_dim(self, nats: Tensor) -> Tensor:
-        return nats / (self.num_dims * math.log(2.0))
+        return nats_to_bits_per_dim(nats, self.num_dims)
 
     @property
     def nll_true_bits_per_dim(self) -> Tensor:
-        """``(N,)`` ``−log p(x|y_i)`` in bits/dim (as :func:`flows.preprocess.bits_per_dim`)."""
+        """``(N,)`` ``−log p(x|y_i)`` in bits/dim (as :func:`flows.measures.bits_per_dim`)."""
         return self._per_dim(self.nll_true_nats)
 
     @property
