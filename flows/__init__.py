@@ -4,12 +4,14 @@ Public API: :func:`build_model`, :func:`load`, :class:`ConditionalGlow`, the pre
 ``flows.attacks`` subpackage is imported on its own (``import flows.attacks``).
 """
 
-from flows.model import PRIORS, ConditionalGlow, ModelConfig, build_model, load
+from flows.model import ConditionalGlow, ModelConfig, build_model, load
 from flows.presets import PRESETS, Preset, get_preset
+from flows.variants import VARIANTS, Variant
 
 __all__ = [
     "PRESETS",
-    "PRIORS",
+    "VARIANTS",
+    "Variant",
     "ConditionalGlow",
     "ModelConfig",
     "Preset",

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 DATASETS = ("mnist", "cifar10", "imagefolder", "synthetic")
@@ -135,24 +134,3 @@ def synthetic_dataset(
     values = (0.2 + 0.6 * templates[labels] + noise).clamp(0.0, 1.0)
     images = (values * 255).round().to(torch.uint8)
     return ImageData(images, labels, tuple(f"class{c}" for c in range(num_classes)))
-
-
-def augment(
-    x: Tensor, crop_padding: int, hflip: bool, generator: torch.Generator | None = None
-) -> Tensor:
-    """Random crop after ``crop_padding`` pixels of edge padding (torchvision's ``RandomCrop(…,
-    padding_mode='edge')``), then a random horizontal flip when ``hflip``; per image, batch-wise."""
-    batch, _, height, width = x.shape
-    if crop_padding > 0:
-        padded = F.pad(x, (crop_padding,) * 4, mode="replicate")
-        offsets = torch.randint(0, 2 * crop_padding + 1, (batch, 2), generator=generator)
-        rows = offsets[:, 0, None] + torch.arange(height)
-        cols = offsets[:, 1, None] + torch.arange(width)
-        index = torch.arange(batch)[:, None, None]
-        x = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(
-            0, 3, 1, 2
-        )
-    if hflip:
-        flip = torch.rand(batch, generator=generator) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x.contiguous()

@@ -34,27 +34,17 @@ from flows.priors import (
     LabelSmoothed,
     SplitPrior,
 )
+from flows.variants import get_variant
 
 #: ``coupling_precision`` name → the dtype the coupling networks run in (None: float32).
 COUPLING_PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
-
-#: prior name → (prior family, training objective). *Base* and *Reweight* share the Gaussian
-#: prior and differ in the objective (Sec. 6.1); the Appendix B priors train with eq. (6).
-PRIORS: dict[str, tuple[str, str]] = {
-    "base": ("gaussian", "nll"),
-    "reweight": ("gaussian", "reweighted"),
-    "split": ("split", "split"),
-    "laplace": ("laplace", "reweighted"),
-    "cauchy": ("cauchy", "reweighted"),
-    "gaussian-laplace": ("gaussian-laplace", "reweighted"),
-}
-
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; saved as JSON beside every checkpoint."""
 
     preset: str
+    #: the training variant (:data:`flows.variants.VARIANTS`); saved checkpoints call it ``prior``
     prior: str
     data_shape: tuple[int, int, int]
     padded_size: int
@@ -262,7 +252,7 @@ def _check_generator(generator: object) -> None:
 
 
 def _make_prior(config: ModelConfig, dim: int) -> ClassPrior:
-    family, _ = PRIORS[config.prior]
+    family = get_variant(config.prior).prior
     classes = config.num_classes
     prior: ClassPrior
     if family == "gaussian":
@@ -281,12 +271,12 @@ def _make_prior(config: ModelConfig, dim: int) -> ClassPrior:
 
 
 def model_config(
-    preset: str | Preset, prior: str, num_classes: int = 10, **overrides: object
+    preset: str | Preset, variant: str, num_classes: int = 10, **overrides: object
 ) -> ModelConfig:
-    """Resolve a preset, a prior name and overrides into a :class:`ModelConfig`."""
+    """Resolve a preset, a training variant (:data:`flows.variants.VARIANTS`) and overrides into a
+    :class:`ModelConfig`."""
     resolved = get_preset(preset)
-    if prior not in PRIORS:
-        raise ValueError(f"unknown prior {prior!r}; expected one of {sorted(PRIORS)}")
+    setting = get_variant(variant)
     allowed = set(ARCHITECTURE_FIELDS) | {
         "objective",
         "split_sigma",
@@ -298,13 +288,13 @@ def model_config(
     if unknown:
         raise TypeError(f"unknown override(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     values: dict = {field: getattr(resolved, field) for field in ARCHITECTURE_FIELDS}
-    values["objective"] = PRIORS[prior][1]
+    values["objective"] = setting.objective
     values.update(overrides)
     if values["objective"] not in OBJECTIVES:
         raise ValueError(f"unknown objective {values['objective']!r}; expected one of {OBJECTIVES}")
     return ModelConfig(
         preset=resolved.name,
-        prior=prior,
+        prior=variant,
         data_shape=resolved.data_shape,
         padded_size=resolved.padded_size,
         num_classes=num_classes,
@@ -314,21 +304,21 @@ def model_config(
 
 def build_model(
     preset: str | Preset,
-    prior: str,
+    variant: str,
     num_classes: int = 10,
     generator: torch.Generator | None = None,
     **overrides: object,
 ) -> ConditionalGlow:
     """Build an untrained class-conditional GLOW.
 
-    ``preset`` names a :data:`flows.presets.PRESETS` entry (or is a :class:`Preset`); ``prior`` is
-    one of :data:`PRIORS`; ``overrides`` change ``levels``, ``steps``, ``hidden_channels``, and the
+    ``preset`` names a :data:`flows.presets.PRESETS` entry (or is a :class:`Preset`); ``variant`` is
+    a training setting of :data:`flows.variants.VARIANTS` (its prior family and objective); ``overrides`` change ``levels``, ``steps``, ``hidden_channels``, and the
     prior options ``objective``, ``split_sigma``, ``split_weight``, ``label_smoothing``, and
     ``coupling_precision`` ('float32' or 'bfloat16', see
     :meth:`ConditionalGlow.set_coupling_precision`).
     ``generator`` seeds the random rotations of the 1×1 convolutions.
     """
-    return ConditionalGlow(model_config(preset, prior, num_classes, **overrides), generator)
+    return ConditionalGlow(model_config(preset, variant, num_classes, **overrides), generator)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> ConditionalGlow:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from flows.measures import NUM_BINS
@@ -37,6 +38,47 @@ def to_model_range(pixels: Tensor) -> Tensor:
 def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Add ``U(0, 1/256)`` noise to discrete values ``k/256 − 0.5`` (out of place)."""
     return x + _uniform(x.shape, x, generator) / NUM_BINS
+
+
+def augment(
+    x: Tensor, crop_padding: int, hflip: bool, generator: torch.Generator | None = None
+) -> Tensor:
+    """Random crop after ``crop_padding`` pixels of edge padding (torchvision's ``RandomCrop(…,
+    padding_mode='edge')``), then a random horizontal flip when ``hflip``; per image, batch-wise."""
+    batch, _, height, width = x.shape
+    if crop_padding > 0:
+        padded = F.pad(x, (crop_padding,) * 4, mode="replicate")
+        offsets = torch.randint(0, 2 * crop_padding + 1, (batch, 2), generator=generator)
+        rows = offsets[:, 0, None] + torch.arange(height)
+        cols = offsets[:, 1, None] + torch.arange(width)
+        index = torch.arange(batch)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(
+            0, 3, 1, 2
+        )
+    if hflip:
+        flip = torch.rand(batch, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x.contiguous()
+
+
+def model_input(
+    pixels: Tensor,
+    generator: torch.Generator | None = None,
+    crop_padding: int = 0,
+    hflip: bool = False,
+    dequantise: bool = True,
+) -> Tensor:
+    """The input pipeline before the model, in one place: 8-bit ``(B, C, H, W)`` pixels →
+    :func:`to_model_range` → :func:`augment` (training only) → :func:`dequantize`.
+
+    Padding and noise channels come after, inside :meth:`flows.model.ConditionalGlow.encode`. The
+    random draws, in this order, come from ``generator``: crop offsets, flips, dequantisation noise.
+    ``dequantise=False`` gives the discrete values ``k/256 − 0.5`` (what attacks start from).
+    """
+    x = to_model_range(pixels)
+    if crop_padding or hflip:
+        x = augment(x, crop_padding, hflip, generator)
+    return dequantize(x, generator) if dequantise else x
 
 
 def pad_image(

@@ -5,7 +5,7 @@ Section 6.1 compares three training settings of the class-conditional GLOW (Sect
 eq. 6: :math:`-\log p(x|y)/D - \log p(y|x)`) and *Split* (the conditional split prior of Section
 5.3). Here the six models are the committed CPU runs ``artifacts/runs/cpu-{mnist,cifar}-{prior}``
 (:mod:`paper_figures.trained`), evaluated with the package's own evaluation
-(:func:`flows.evaluate.evaluate_model`: accuracy, and bits/dim on dequantised test images with the
+(:func:`flows.evaluation.evaluate_model`: accuracy, and bits/dim on dequantised test images with the
 run's evaluation seed and batch size), beside
 
 * the final evaluation record of each run's ``metrics.jsonl`` (written by the training, on all
@@ -134,7 +134,7 @@ def _agreement(ours: dict, logged: dict | None, full: bool) -> dict:
 
 
 def _evaluate_run(dataset: str, prior: str, config: Config) -> dict:
-    from flows.evaluate import evaluate_model
+    from flows.evaluation import evaluate_model
 
     run = trained.run_dir(dataset, prior)
     cell: dict = {"run": run.name}
@@ -313,7 +313,7 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
         lines.append(";   ".join(parts[2:]))
     n_text = "all 10 000 test images" if numbers["n"] is None else f"{numbers['n']} test images"
     lines.append(
-        f"ours: flows.evaluate.evaluate_model on {n_text} (dequantised, the run's eval seed); "
+        f"ours: flows.evaluation.evaluate_model on {n_text} (dequantised, the run's eval seed); "
         f"agrees with the logged final evaluation: {numbers['all_agree_with_logged']}"
     )
     table_ax.text(

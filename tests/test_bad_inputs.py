@@ -18,15 +18,15 @@ import pytest
 import torch
 
 import flows
-import flows.evaluate
-import flows.train
+import flows.cli.evaluate
+import flows.cli.train
 import paper_figures.cli
 from counterexample.__main__ import main as counterexample_main
 from flows.arguments import ARTIFACTS_ROOT
 from flows.checkpoint import CheckpointError, save_checkpoint
 from flows.data import ImageData, fixed_subset, synthetic_dataset
-from flows.evaluate import evaluate_model
-from flows.train import RunFolderError, TrainConfig, train
+from flows.evaluation import evaluate_model
+from flows.training import RunFolderError, TrainConfig, train
 
 from .flows.helpers import tiny_run_config
 
@@ -90,7 +90,8 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("train", [*TRAIN, "--out", "{root}/t1", "--dataset", "imagenet"], "--dataset"),
     ("train", ["--preset", "huge", "--prior", "split", "--out", "{root}/t1"], "--preset"),
     ("train", ["--preset", "tiny", "--prior", "gauss", "--out", "{root}/t1"], "--prior"),
-    ("train", ["--preset", "tiny", "--out", "{root}/t1"], "--prior"),
+    ("train", ["--preset", "tiny", "--out", "{root}/t1"], "--variant"),
+    ("train", ["--preset", "tiny", "--variant", "gauss", "--out", "{root}/t1"], "--variant"),
     ("train", [*TRAIN, "--out", "{foreign}"], "--out"),
     ("train", [*TRAIN, "--out", "{run}"], "--out"),
     ("train", [*TRAIN, "--out", "{file}"], "--out"),
@@ -98,7 +99,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("train", ["--out", "{root}/never", "--resume"], "--resume"),
     ("train", ["--out", "{run}", "--resume", "--overwrite"], "--resume"),
     ("train", ["--out", "{run}", "--resume", "--epochs", "3", "--lr", "0.5"], "--lr"),
-    ("train", ["--out", "{run}", "--resume", "--epochs", "3", "--prior", "base"], "--prior"),
+    ("train", ["--out", "{run}", "--resume", "--epochs", "3", "--prior", "base"], "--variant"),
     ("train", ["--out", "{run}", "--resume", "--epochs", "3", "--eval-limit", "5"], "--eval-limit"),
     ("train", ["--out", "{run}", "--resume", "--epochs", "1"], "epochs"),
     ("evaluate", ["{root}/missing"], "run_dir"),
@@ -131,8 +132,8 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
 
 MAINS: dict[str, Callable] = {
     "counterexample": counterexample_main,
-    "train": flows.train.main,
-    "evaluate": flows.evaluate.main,
+    "train": flows.cli.train.main,
+    "evaluate": flows.cli.evaluate.main,
     "figures": paper_figures.cli.main,
 }
 
@@ -257,7 +258,7 @@ def test_a_malicious_checkpoint_never_runs_through_load_evaluate_or_attack(place
     with pytest.raises(CheckpointError, match="refused .*can run arbitrary code"):
         flows.load(places["evil"])
     for main, argv in (
-        (flows.evaluate.main, [str(places["evil"]), "--output", str(places["root"] / "e.json")]),
+        (flows.cli.evaluate.main, [str(places["evil"]), "--output", str(places["root"] / "e.json")]),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)

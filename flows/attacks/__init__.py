@@ -31,7 +31,7 @@ from flows.attacks.criteria import (
     TargetedMisclassified,
     log_posterior_margin,
 )
-from flows.attacks.detector import PAPER_THRESHOLDS, LikelihoodDetector
+from flows.attacks.detector import PAPER_RECALL, PAPER_THRESHOLDS, LikelihoodDetector
 from flows.attacks.threat_model import FixedNoise, ThreatModel, flows_threat_model
 from flows.attacks.verification import Verification, table2_statistics, verify
 
@@ -46,6 +46,7 @@ __all__ = [
     "Misclassified",
     "NotDetected",
     "Observation",
+    "PAPER_RECALL",
     "PAPER_THRESHOLDS",
     "TargetedMisclassified",
     "ThreatModel",

@@ -17,7 +17,14 @@ from torch import Tensor
 
 from flows.attacks.criteria import Observation
 
-__all__ = ["AttackResult", "Model", "flat_l2", "check_inputs", "example_generator"]
+__all__ = [
+    "AttackResult",
+    "Model",
+    "flat_l2",
+    "check_inputs",
+    "check_labels",
+    "example_generator",
+]
 
 #: A model as the attacks see it: inputs ``(B, ...)`` -> :class:`Observation`.
 Model = Callable[[Tensor], Observation]
@@ -82,22 +89,82 @@ def flat_l2(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).flatten(1).norm(dim=1)
 
 
-def check_inputs(x: Tensor, bounds: tuple[float, float], *labels: Tensor | None) -> None:
-    """Validate a batch and its label vectors; errors say what was expected and what came."""
+def check_inputs(
+    x: Tensor,
+    bounds: tuple[float, float],
+    y: Tensor | None = None,
+    targets: Tensor | None = None,
+    *,
+    num_classes: int | None = None,
+    name: str = "x",
+) -> None:
+    """Validate a batch and its labels; errors name the argument, what was expected and what came.
+
+    ``x`` (called ``name`` in messages) must be a non-empty floating-point batch ``(B, ...)`` of
+    finite values within ``bounds``. ``y`` and ``targets`` (when given) must be integer vectors
+    ``(B,)`` of labels in ``[0, num_classes)`` (only ``>= 0`` when ``num_classes`` is None), and no
+    target may equal its true label (a targeted attack would "succeed" at the clean input).
+    """
     lo, hi = bounds
     if not lo < hi:
         raise ValueError(f"bounds must satisfy lo < hi, got {bounds}")
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name}: must be a tensor, got {type(x).__name__}")
     if x.dim() < 2:
-        raise ValueError(f"x must be a batch (B, ...), got shape {tuple(x.shape)}")
+        raise ValueError(f"{name}: must be a batch (B, ...), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: empty batch (shape {tuple(x.shape)}); give at least one example")
     if not x.is_floating_point():
-        raise ValueError(f"x must be floating point, got {x.dtype}")
+        raise ValueError(f"{name}: must be floating point, got {x.dtype}")
+    finite = torch.isfinite(x.detach()).flatten(1).all(dim=1)
+    if not finite.all():
+        index = int(torch.nonzero(~finite)[0])
+        raise ValueError(f"{name}: contains NaN or inf (first at example {index})")
     if x.numel() and (x.min() < lo or x.max() > hi):
         raise ValueError(
-            f"x must lie in bounds {bounds}, got range [{x.min().item()}, {x.max().item()}]"
+            f"{name}: must lie in bounds {bounds}, got range [{x.min().item()}, {x.max().item()}]"
         )
-    for y in labels:
-        if y is not None and y.shape != x.shape[:1]:
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    check_labels("y", y, x.shape[0], num_classes)
+    check_labels("targets", targets, x.shape[0], num_classes)
+    if y is not None and targets is not None:
+        same = torch.nonzero(targets.to(y.device) == y).flatten()
+        if len(same):
+            i = int(same[0])
+            raise ValueError(
+                f"targets: must differ from the true labels y, got target {int(targets[i])} = "
+                f"y at index {i} (a targeted attack would succeed at the clean input)"
+            )
+
+
+def check_labels(name: str, labels: Tensor | None, n: int, num_classes: int | None = None) -> None:
+    """Validate a label vector ``labels`` (called ``name``) for ``n`` examples; None passes.
+
+    Integer dtype, shape ``(n,)``, values in ``[0, num_classes)`` (``>= 0`` without
+    ``num_classes``); the message names ``name`` and the first offending index.
+    """
+    if labels is None:
+        return
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"{name}: labels must be a tensor, got {type(labels).__name__}")
+    if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"{name}: labels must have an integer dtype, got {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(
+            f"{name}: labels must have shape ({n},) (one per example of x), got "
+            f"{tuple(labels.shape)}"
+        )
+    if num_classes is not None:
+        bad = torch.nonzero((labels < 0) | (labels >= num_classes)).flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(
+                f"{name}: labels must lie in [0, {num_classes}), got {int(labels[i])} at index {i}"
+            )
+    else:
+        bad = torch.nonzero(labels < 0).flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise ValueError(f"{name}: labels must be >= 0, got {int(labels[i])} at index {i}")
 
 
 def example_generator(seed: int, index: int, device: torch.device) -> torch.Generator:

@@ -66,6 +66,7 @@ from flows.attacks.base import (
     Model,
     batches,
     check_inputs,
+    check_labels,
     example_generator,
     flat_l2,
     progress_bar,
@@ -201,7 +202,7 @@ class BoundaryAttack:
         ok = clean_adv.clone()
         todo = ~clean_adv
         if starts is not None:
-            check_inputs(starts, self.bounds)
+            check_inputs(starts, self.bounds, name="starts")
             if starts.shape != x.shape:
                 raise ValueError(f"starts must have shape {tuple(x.shape)}, got {starts.shape}")
             init = starts.detach().clone()
@@ -403,6 +404,7 @@ def boundary_attack(
     targets: Tensor | None = None,
     starts: Tensor | None = None,
     reject_label: int | None = None,
+    num_classes: int | None = None,
     steps: int = 5000,
     max_queries: int | None = None,
     spherical_step: float = 1e-2,
@@ -424,20 +426,31 @@ def boundary_attack(
     Args:
         decision_fn: ``(B, ...) -> (B,)`` integer labels. A C+1-way decision returns
             ``reject_label`` for inputs the detector rejects.
-        x: ``(B, ...)`` clean inputs within ``bounds``.
-        y: ``(B,)`` true labels.
-        targets: ``(B,)`` target labels (targeted attack); default untargeted.
+        x: ``(B, ...)`` clean inputs within ``bounds``, finite, ``B >= 1``.
+        y: ``(B,)`` true labels, an integer tensor with values in ``[0, num_classes)``.
+        targets: ``(B,)`` target labels (targeted attack), in ``[0, num_classes)`` and
+            different from ``y``; default untargeted.
         starts: ``(B, ...)`` adversarial starting points; default: uniform noise.
         reject_label: the "non-image" label of a C+1-way decision; such inputs never count as
             adversarial (criterion ``... & NotDetected()``).
+        num_classes: C, the number of classes of ``decision_fn`` (default: ``reject_label``, the
+            C+1-way convention). A label outside ``[0, C)`` would count as adversarial at the
+            clean input (L2 = 0); without C (no ``reject_label`` either), only ``>= 0`` can be
+            checked.
         seed: seed of the per-example generators (example ``i`` of ``x`` uses ``(seed, i)``).
         spherical_moves: see :class:`BoundaryAttack`; ``None`` (default): on, unless
             ``reject_label`` is given (on a C+1-way decision the moves walk into the detector).
         batch_size: examples per batch (results do not depend on it).
         progress: show a progress bar over batches (tqdm, on stderr).
         Other arguments: see :class:`BoundaryAttack`.
+
+    Raises:
+        ValueError: naming the argument, for an empty batch, NaN/inf or out-of-bounds ``x``,
+            labels that are not integers, not one per example or outside ``[0, num_classes)``, a
+            target equal to its true label, or a ``reject_label`` that is a class.
     """
-    check_inputs(x, bounds, y, targets)
+    num_classes = _num_classes(num_classes, reject_label)
+    check_inputs(x, bounds, y, targets, num_classes=num_classes)
     attack = BoundaryAttack(
         steps, max_queries, spherical_step, source_step, step_adaptation, adapt_every,
         source_step_convergence, init_attempts, init_binary_steps, seed, bounds, proposal_scale,
@@ -457,10 +470,26 @@ def boundary_attack(
     return AttackResult.concatenate(parts)
 
 
+def _num_classes(num_classes: int | None, reject_label: int | None) -> int | None:
+    """C of a decision: ``num_classes``, else ``reject_label`` (C+1-way), else unknown (None)."""
+    if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
+        raise ValueError(f"num_classes: must be an integer >= 1, got {num_classes!r}")
+    if reject_label is not None and (isinstance(reject_label, bool) or reject_label < 0):
+        raise ValueError(f"reject_label: must be an integer >= 0, got {reject_label!r}")
+    if num_classes is None:
+        return reject_label
+    if reject_label is not None and reject_label < num_classes:
+        raise ValueError(
+            f"reject_label: must not be a class label in [0, {num_classes}), got {reject_label}"
+        )
+    return num_classes
+
+
 def random_targets(y: Tensor, num_classes: int, seed: int) -> Tensor:
     """A uniformly random target class ``!= y`` per example, from ``torch.Generator(seed)``."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    check_labels("y", y, len(y), num_classes)
     gen = torch.Generator().manual_seed(seed)
     shift = torch.randint(1, num_classes, y.shape, generator=gen).to(y.device)
     return (y + shift) % num_classes
@@ -522,12 +551,21 @@ def modified_boundary_attack(
 
     Returns:
         The attack result and the targets used.
+
+    Raises:
+        ValueError: as :func:`boundary_attack` (``x``, ``y``, ``targets``), and for an empty
+            pool or ``pool_y`` that are not one integer label in ``[0, C)`` per pool image.
     """
+    num_classes = _num_classes(num_classes, reject_label)
+    bounds = kwargs.get("bounds", (-0.5, 0.5))
+    check_inputs(x, bounds, y, targets, num_classes=num_classes)
+    check_inputs(pool_x, bounds, name="pool_x")
+    check_labels("pool_y", pool_y, len(pool_x), num_classes)
     if targets is None:
-        targets = random_targets(y, reject_label if num_classes is None else num_classes, seed)
+        targets = random_targets(y, num_classes, seed)
     starts = select_starting_points(decision_fn, pool_x, pool_y, targets, seed)
     result = boundary_attack(
-        decision_fn, x, y, targets=targets, starts=starts, reject_label=reject_label, seed=seed,
-        **kwargs,
+        decision_fn, x, y, targets=targets, starts=starts, reject_label=reject_label,
+        num_classes=num_classes, seed=seed, **kwargs,
     )
     return result, targets

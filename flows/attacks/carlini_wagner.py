@@ -50,6 +50,7 @@ from flows.attacks.base import (
     Model,
     batches,
     check_inputs,
+    check_labels,
     flat_l2,
     progress_bar,
 )
@@ -285,9 +286,10 @@ def carlini_wagner_l2(
     Args:
         logits_fn: ``(B, ...) -> (B, C)`` differentiable class scores (logits or class
             log-likelihoods; only log-posterior margins are used).
-        x: ``(B, ...)`` clean inputs within ``bounds``.
-        y: ``(B,)`` true labels.
-        targets: ``(B,)`` target labels for a targeted attack (default: untargeted).
+        x: ``(B, ...)`` clean inputs within ``bounds``, finite, ``B >= 1``.
+        y: ``(B,)`` true labels, an integer tensor with values in ``[0, C)``.
+        targets: ``(B,)`` target labels for a targeted attack (default: untargeted), in
+            ``[0, C)`` and different from ``y``.
         bits_per_dim_fn: ``(B, ...) -> (B,)`` differentiable bits/dim; with ``detector`` this
             makes the attack detection-aware (criterion ``... & NotDetected(detector)``).
         detector: the likelihood detector (threshold in bits/dim, data dimension).
@@ -302,8 +304,16 @@ def carlini_wagner_l2(
 
     The attack is deterministic: it draws no random numbers. A randomised model must be made
     deterministic first (:class:`flows.attacks.FixedNoise`).
+
+    Raises:
+        ValueError: naming the argument, for an empty batch, NaN/inf or out-of-bounds ``x``,
+            labels that are not integers, not one per example or outside ``[0, C)`` (C from the
+            first call of ``logits_fn``, before any attack step), or a target equal to its true
+            label.
     """
     check_inputs(x, bounds, y, targets)
+    y = y.long()
+    targets = None if targets is None else targets.long()
     if bits_per_dim_fn is not None and bits_dims is not None:
         raise ValueError("give bits_per_dim_fn or bits_dims, not both")
     if (bits_per_dim_fn is None and bits_dims is None) != (detector is None):
@@ -315,8 +325,19 @@ def carlini_wagner_l2(
         warm_start,
     )
 
+    labels_checked = False
+
     def model(z: Tensor) -> Observation:
+        nonlocal labels_checked
         logits = logits_fn(z)
+        if not labels_checked:  # the first call tells C: before any work, with global indices
+            if logits.dim() != 2 or logits.shape[0] != len(z):
+                raise ValueError(
+                    f"logits_fn: must return class scores ({len(z)}, C), got {tuple(logits.shape)}"
+                )
+            check_labels("y", y, len(x), logits.shape[1])
+            check_labels("targets", targets, len(x), logits.shape[1])
+            labels_checked = True
         if bits_dims is not None:
             log_px = torch.logsumexp(logits, dim=1) - math.log(logits.shape[1])
             return Observation(logits=logits, bits_per_dim=bits_per_dim(log_px, bits_dims))

@@ -144,22 +144,43 @@ class And(Criterion):
         return " & ".join(repr(c) for c in self.criteria)
 
 
+def _check_label_range(name: str, labels: Tensor, obs: Observation) -> None:
+    """With class scores in ``obs``, ``labels`` must be valid classes ``[0, C)``.
+
+    A label outside them would make every input "misclassified" (a success at L2 = 0) or index
+    past the scores; the message names the criterion's argument and the batch index.
+    """
+    if obs.logits is None or obs.logits.dim() != 2 or labels.shape != obs.logits.shape[:1]:
+        return
+    num_classes = obs.logits.shape[1]
+    bad = torch.nonzero((labels < 0) | (labels >= num_classes)).flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"{name}: labels must lie in [0, {num_classes}) (the model's classes), got "
+            f"{int(labels[i])} at index {i} of the batch"
+        )
+
+
 class Misclassified(Criterion):
     """Untargeted: the predicted class differs from the true ``labels``.
 
     Its loss is ``max(0, m_y + κ)`` with ``m_y`` the log-posterior margin of the true class
-    (Carlini & Wagner 2017b, their f₆ on log-probabilities).
+    (Carlini & Wagner 2017b, their f₆ on log-probabilities). With class scores in the
+    observation, labels outside ``[0, C)`` raise :class:`ValueError`.
     """
 
     def __init__(self, labels: Tensor):
         self.labels = labels
 
     def is_adversarial(self, obs: Observation) -> Tensor:
+        _check_label_range("labels", self.labels, obs)
         return obs.predicted() != self.labels
 
     def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         if obs.logits is None:
             raise ValueError("Misclassified.loss needs class scores (a decision is not enough)")
+        _check_label_range("labels", self.labels, obs)
         return torch.clamp(log_posterior_margin(obs.logits, self.labels) + confidence, min=0)
 
     def select(self, index: slice | Tensor) -> Misclassified:
@@ -176,11 +197,13 @@ class TargetedMisclassified(Criterion):
         self.targets = targets
 
     def is_adversarial(self, obs: Observation) -> Tensor:
+        _check_label_range("targets", self.targets, obs)
         return obs.predicted() == self.targets
 
     def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         if obs.logits is None:
             raise ValueError("TargetedMisclassified.loss needs class scores")
+        _check_label_range("targets", self.targets, obs)
         return torch.clamp(confidence - log_posterior_margin(obs.logits, self.targets), min=0)
 
     def select(self, index: slice | Tensor) -> TargetedMisclassified:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flows.attacks.base import AttackResult, flat_l2
+from flows.attacks.base import AttackResult, check_inputs, check_labels, flat_l2
 from flows.attacks.threat_model import ThreatModel
 
 __all__ = ["Verification", "verify", "table2_statistics"]
@@ -33,6 +33,8 @@ class Verification:
             (untargeted) or the target (targeted).
         detected: the detector rejects the adversarial (all False without a detector).
         success_undetected: ``fools_classifier & ~detected``.
+        predicted: the classifier's label of each adversarial (argmax of the class scores).
+        bits_per_dim: the detector's statistic at each adversarial (None without a detector).
     """
 
     claimed: Tensor
@@ -42,15 +44,21 @@ class Verification:
     fools_classifier: Tensor
     detected: Tensor
     success_undetected: Tensor
+    predicted: Tensor | None = None
+    bits_per_dim: Tensor | None = None
 
     def records(self) -> list[dict]:
-        """JSON-ready per-example verdicts."""
+        """JSON-ready per-example verdicts (with the predicted label and bits/dim when known)."""
         keys = ("claimed", "in_bounds", "within_eps", "fools_classifier", "detected",
                 "success_undetected")
         rows = []
         for i in range(len(self.l2)):
             row = {k: bool(getattr(self, k)[i]) for k in keys}
             row["l2"] = float(self.l2[i])
+            if self.predicted is not None:
+                row["predicted"] = int(self.predicted[i])
+            if self.bits_per_dim is not None:
+                row["bits_per_dim"] = float(self.bits_per_dim[i])
             rows.append(row)
         return rows
 
@@ -66,22 +74,44 @@ def verify(
 ) -> Verification:
     """Re-evaluate every returned adversarial on ``threat_model`` (e.g. under fresh noise).
 
-    ``eps`` defaults to ``threat_model.eps``; ``None`` means no budget.
+    ``x`` are the clean inputs (finite, within the threat model's bounds), ``y`` their true
+    labels and ``targets`` the attack's targets (targeted attacks), integer labels in ``[0, C)``
+    with C read from the threat model's class scores; a target equal to its true label is refused
+    (it would count the clean input as a success). ``eps`` defaults to ``threat_model.eps``;
+    ``None`` means no budget.
+
+    Raises:
+        ValueError: naming the argument, for an empty batch, NaN/inf or out-of-bounds ``x``,
+            labels that are not integers, not one per example or outside ``[0, C)``, a target
+            equal to its true label, or adversarials of another shape than ``x``.
     """
     eps = threat_model.eps if eps is None else eps
+    if eps is not None and not eps >= 0:
+        raise ValueError(f"eps: must be >= 0 or None, got {eps}")
+    check_inputs(x, threat_model.bounds, y, targets)
     adv = result.adversarial.detach()
     if adv.shape != x.shape:
-        raise ValueError(f"adversarials have shape {tuple(adv.shape)}, inputs {tuple(x.shape)}")
+        raise ValueError(
+            f"result: adversarials have shape {tuple(adv.shape)}, inputs x {tuple(x.shape)}"
+        )
+    with torch.no_grad():
+        scores = threat_model.logits_fn(adv)
+    num_classes = scores.shape[1]
+    check_labels("y", y, len(x), num_classes)
+    check_labels("targets", targets, len(x), num_classes)
     lo, hi = threat_model.bounds
     in_bounds = ((adv >= lo) & (adv <= hi)).flatten(1).all(dim=1)
     l2 = flat_l2(adv, x)
     within = l2 <= (math.inf if eps is None else eps)
-    labels = threat_model.classify(adv)
+    labels = scores.argmax(dim=1)
     wrong = labels != y if targets is None else labels == targets
     fools = result.success & in_bounds & within & wrong
     if threat_model.has_detector:
-        detected = threat_model.detected(adv)
+        with torch.no_grad():
+            bpd = threat_model.bits_per_dim_fn(adv)
+        detected = threat_model.detector.detected(bpd)
     else:
+        bpd = None
         detected = torch.zeros_like(fools)
     return Verification(
         claimed=result.success.clone(),
@@ -91,6 +121,8 @@ def verify(
         fools_classifier=fools,
         detected=detected,
         success_undetected=fools & ~detected,
+        predicted=labels,
+        bits_per_dim=bpd,
     )
 
 

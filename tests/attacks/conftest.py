@@ -109,3 +109,42 @@ def class0_points(two_gaussian) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture
 def model_classes():
     return TwoGaussian, Linear
+
+
+def write_run(folder, train=None, preset=None, model=True):
+    """A run folder as :func:`flows.train.train` leaves it: ``config.json`` and (``model``) a
+    ``checkpoint.pt`` of an untrained, initialised ``tiny`` Split GLOW (8×8 synthetic images)."""
+    import json
+
+    import flows
+    from flows.checkpoint import save_checkpoint
+    from flows.data import synthetic_dataset
+    from flows.preprocess import to_model_range
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "train": {"preset": "tiny", "dataset": "synthetic", "data_root": None,
+                  "synthetic_size": 64, **(train or {})},
+        "preset": {"name": "tiny", "dataset": "synthetic", **(preset or {})},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    if model:
+        glow = flows.build_model("tiny", "split", num_classes=10,
+                                 generator=torch.Generator().manual_seed(0))
+        images = to_model_range(synthetic_dataset(64, (1, 8, 8), 10, seed=0).images)
+        glow.initialise(images, torch.Generator().manual_seed(1))
+        save_checkpoint(folder / "checkpoint.pt",
+                        {"model": glow.state_dict(), "model_config": glow.config.to_dict()})
+    return folder
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A synthetic ``tiny`` run folder (see :func:`write_run`)."""
+    return write_run(tmp_path / "run")
+
+
+@pytest.fixture
+def make_run():
+    """:func:`write_run`, for tests that need other run configurations."""
+    return write_run

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 import flows
 import flows.attack as cli
 from flows.attack import AttackConfig, run_experiment
+from flows.attacks import PAPER_RECALL, LikelihoodDetector, flows_threat_model
 
 FAST = {
     "n": 4, "eps": 1.0, "threshold": 6.2, "recall_n": 30, "batch_size": 3,
@@ -75,19 +78,13 @@ def test_quantile_threshold_and_missing_eps(fake):
 def test_main_writes_json_and_images(fake, tmp_path, monkeypatch):
     model, x, y = fake
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(cli, "_load_test_set", lambda dataset, root, m: (x, y))
+    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
     argv = [str(tmp_path), "--attack", "boundary", "--dataset", "synthetic", "--n", "3",
             "--eps", "1.0", "--threshold", "6.2", "--recall-n", "20", "--max-queries", "300"]
     report = cli.main(argv)
     saved = json.loads((tmp_path / "attacks" / "boundary.json").read_text())
     assert saved["attack_noise"]["table2"] == report["attack_noise"]["table2"]
     assert (tmp_path / "attacks" / "boundary_examples.png").stat().st_size > 0
-
-
-def test_main_without_flows_load_fails_clearly(tmp_path, monkeypatch):
-    monkeypatch.delattr(flows, "load", raising=False)
-    with pytest.raises(SystemExit, match="flows.load is not available"):
-        cli.main([str(tmp_path), "--attack", "cw"])
 
 
 def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
@@ -112,7 +109,7 @@ def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
     assert set(y[stored["attacked_indices"]].tolist()) == {0}
 
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(cli, "_load_test_set", lambda dataset, root, m: (x, y))
+    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
     argv = [str(tmp_path), "--attack", "cw", "--dataset", "synthetic", "--n", "3", "--eps", "1.0",
             "--threshold", "6.2", "--recall-n", "20", "--binary-search-steps", "1",
             "--cw-steps", "5", "--example-images", "0"]
@@ -150,7 +147,7 @@ def test_spherical_moves_option_reaches_the_boundary_attack(fake, tmp_path, monk
     auto (default) is on for the plain attack."""
     model, x, y = fake
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(cli, "_load_test_set", lambda dataset, root, m: (x, y))
+    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
     argv = [str(tmp_path), "--attack", "boundary", "--dataset", "synthetic", "--n", "3",
             "--eps", "1.0", "--threshold", "6.2", "--recall-n", "20", "--max-queries", "300",
             "--example-images", "0"]
@@ -161,3 +158,255 @@ def test_spherical_moves_option_reaches_the_boundary_attack(fake, tmp_path, monk
     assert brendel["config"]["spherical_moves"] is False
     l2 = [[r["l2"] for r in rep["attack"]["records"]] for rep in (auto, moves, brendel)]
     assert l2[0] == l2[1] != l2[2]
+
+
+@pytest.fixture
+def mislabelled(fake):
+    """The fake test set with the labels of some images flipped: those are misclassified, so the
+    first correctly classified images in the fixed order skip some."""
+    model, x, y = fake
+    order = torch.randperm(30, generator=torch.Generator().manual_seed(0))
+    y = y.clone()
+    flipped = order[[0, 2, 3, 7, 8, 9]]  # positions 0, 2, 3, 7, 8, 9 of the order
+    y[flipped] = 1 - y[flipped]
+    return model, x, y
+
+
+def full_pass_positions(model, x, y, n, order_seed=0):
+    """The reference: classify every image in the fixed order, keep the first n correct."""
+    order = cli.test_order(len(x), order_seed)
+    labels = flows_threat_model(model, noise_seed=0).classify(x[order])
+    correct = torch.nonzero(labels == y[order]).flatten()
+    return order, correct[:n]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 30])
+@pytest.mark.parametrize("n", [1, 4, 7])
+def test_lazy_classification_picks_the_images_of_a_full_pass(mislabelled, n, batch_size):
+    model, x, y = mislabelled
+    order, expected = full_pass_positions(model, x, y, n)
+    seen = []
+
+    def classify(batch):
+        seen.append(len(batch))
+        return flows_threat_model(model, noise_seed=0).classify(batch)
+
+    positions, examined = cli.first_correct(classify, x[order], y[order], n, batch_size)
+    assert positions.tolist() == expected.tolist()
+    last = int(expected[-1]) + 1  # images up to the n-th correct one, rounded up to a batch
+    assert examined == sum(seen) == min(-(-last // batch_size) * batch_size, 30)
+    assert examined < 30 or batch_size == 30
+
+    config = AttackConfig(attack="cw", **{**FAST, "n": n, "batch_size": batch_size,
+                                          "binary_search_steps": 1, "cw_steps": 2})
+    report, _, attacked = run_experiment(model, x, y, config, progress=False)
+    assert report["attacked_indices"] == order[expected].tolist()
+    assert report["skipped_misclassified"] == last - n
+    assert report["test_images_classified"] == examined
+    assert report["attacked_labels"] == y[order[expected]].tolist()
+    assert torch.equal(attacked, x[order[expected]])
+
+
+def test_lazy_classification_with_too_few_correct_images(mislabelled):
+    model, x, y = mislabelled
+    order, expected = full_pass_positions(model, x, y, 30)
+    positions, examined = cli.first_correct(
+        flows_threat_model(model, noise_seed=0).classify, x[order], y[order], 30, 4
+    )
+    assert positions.tolist() == expected.tolist() and len(positions) == 24 and examined == 30
+    config = AttackConfig(attack="cw", **{**FAST, "n": 25})
+    with pytest.raises(cli.ExperimentError, match="only 24 of the 30 test images"):
+        run_experiment(model, x, y, config, progress=False)
+
+
+def test_boundary_det_pool_is_the_first_images_not_attacked(mislabelled, monkeypatch):
+    """The modified Boundary attack's pool: the first pool_size images of the order that are not
+    attacked (misclassified ones included), as before the lazy classification."""
+    model, x, y = mislabelled
+    order, expected = full_pass_positions(model, x, y, 4)
+    captured = {}
+
+    def spy(decision, x_, y_, pool_x, pool_y, **kwargs):
+        captured["pool_x"], captured["pool_y"] = pool_x, pool_y
+        return modified(decision, x_, y_, pool_x, pool_y, **kwargs)
+
+    modified = cli.modified_boundary_attack
+    monkeypatch.setattr(cli, "modified_boundary_attack", spy)
+    config = AttackConfig(attack="boundary-det", **{**FAST, "pool_size": 15, "max_queries": 50})
+    run_experiment(model, x, y, config, progress=False)
+    keep = [p for p in range(30) if p not in expected.tolist()][:15]
+    assert torch.equal(captured["pool_x"], x[order][keep])
+    assert torch.equal(captured["pool_y"], y[order][keep])
+
+
+def recall_bits(model, x, n, order_seed=0):
+    """Bits/dim of the first n images of the fixed order under the noise of seed 0."""
+    order = cli.test_order(len(x), order_seed)[:n]
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    return torch.cat([model.bits_per_dim(x[i : i + 1], generator=gen()) for i in order])
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_default_detector_is_set_at_the_papers_recall(fake, dataset):
+    model, x, y = fake
+    config = AttackConfig(attack="cw", **{**FAST, "threshold": None, "binary_search_steps": 1,
+                                          "cw_steps": 2})
+    report, _, _ = run_experiment(model, x, y, config, dataset, progress=False)
+    bpd = recall_bits(model, x, 30)
+    target = PAPER_RECALL[dataset]
+    expected = LikelihoodDetector.from_quantile(bpd, target, 8).threshold
+    detector = report["detector"]
+    assert detector["threshold_bits_per_dim"] == pytest.approx(expected, rel=1e-12)
+    assert detector["rule"] == "paper recall" and detector["threshold_quantile"] == target
+    assert report["config"]["threshold_quantile"] == target
+    assert report["config"]["threshold"] is None
+    assert target <= detector["recall_on_test_images"] < target + 1 / 30 + 1e-12
+    assert detector["paper_recall"] == target and detector["warning"] is None
+    if dataset == "mnist":
+        assert detector["threshold_bits_per_dim"] == pytest.approx(bpd.max().item(), rel=1e-12)
+    # an explicit quantile or threshold is used as given
+    quantile, _, _ = run_experiment(model, x, y, replace(config, threshold_quantile=0.5),
+                                    dataset, progress=False)
+    assert quantile["detector"]["rule"] == "quantile"
+    assert quantile["config"]["threshold_quantile"] == 0.5
+    with pytest.raises(cli.ExperimentError, match="no paper recall"):
+        run_experiment(model, x, y, config, "synthetic", progress=False)
+
+
+def test_paper_recall_has_one_home():
+    from paper_figures import trained
+
+    assert PAPER_RECALL == {"mnist": 1.0, "cifar10": 0.786}
+    assert trained.PAPER_RECALL is PAPER_RECALL
+    assert set(PAPER_RECALL) == set(cli.PAPER_EPS)
+
+
+def test_fixed_threshold_far_from_the_papers_recall_warns(fake):
+    model, x, y = fake
+    bpd = recall_bits(model, x, 30)
+    low = torch.sort(bpd).values[2].item()  # accepts 3 of 30: 10% ≪ MNIST's 100%
+    warnings = []
+    config = AttackConfig(attack="cw", **{**FAST, "threshold": low, "binary_search_steps": 1,
+                                          "cw_steps": 2})
+    report, _, _ = run_experiment(model, x, y, config, "mnist", progress=False,
+                                  warn=warnings.append)
+    assert report["detector"]["recall_on_test_images"] == pytest.approx(0.1)
+    assert len(warnings) == 1 and warnings[0] == report["detector"]["warning"]
+    assert warnings[0].startswith("warning: ") and "\n" not in warnings[0]
+    assert "10.0%" in warnings[0] and "100.0%" in warnings[0] and "--threshold" in warnings[0]
+    # within 10 percentage points (CIFAR-10's 78.6%: 24 of 30 accepted is 80%): no warning
+    near = torch.sort(bpd).values[23].item()
+    quiet, _, _ = run_experiment(model, x, y, replace(config, threshold=near), "cifar10",
+                                 progress=False, warn=warnings.append)
+    assert quiet["detector"]["warning"] is None and len(warnings) == 1
+    # no paper recall to compare with: no warning
+    other, _, _ = run_experiment(model, x, y, config, "synthetic", progress=False,
+                                 warn=warnings.append)
+    assert other["detector"]["warning"] is None and len(warnings) == 1
+
+
+def test_cli_default_detector_and_recall_warning(fake, tmp_path, monkeypatch, capsys):
+    """A run trained on MNIST: the CLI's default detector is at 100% recall; a fixed --threshold
+    far from it prints one ``warning:`` line on stderr and records it."""
+    model, x, y = fake
+    (tmp_path / "config.json").write_text(
+        json.dumps({"train": {"dataset": "mnist", "data_root": str(tmp_path)}})
+    )
+    monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
+    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
+    argv = [str(tmp_path), "--attack", "cw", "--n", "2", "--eps", "1.0", "--recall-n", "30",
+            "--binary-search-steps", "1", "--cw-steps", "2", "--example-images", "0"]
+    default = cli.main(argv)
+    assert default["detector"]["rule"] == "paper recall"
+    assert default["detector"]["recall_on_test_images"] == 1.0
+    assert default["config"]["dataset"] == "mnist"
+    assert "warning:" not in capsys.readouterr().err
+    low = torch.sort(recall_bits(model, x, 30)).values[2].item()
+    fixed = cli.main([*argv, "--threshold", str(low)])
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0] == fixed["detector"]["warning"]
+    saved = json.loads((tmp_path / "attacks" / "cw.json").read_text())
+    assert saved["detector"]["warning"] == warnings[0]
+
+
+def test_imagefolder_runs_take_the_papers_defaults_of_their_preset(fake, tmp_path, monkeypatch):
+    """The CIFAR-10 runs train on the JPEG copy (dataset ``imagefolder``); ε and the recall are
+    CIFAR-10's, the data are loaded as an image folder."""
+    model, x, y = fake
+    (tmp_path / "config.json").write_text(json.dumps({
+        "train": {"dataset": "imagefolder", "data_root": str(tmp_path)},
+        "preset": {"dataset": "cifar10"},
+    }))
+    loaded = []
+    monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
+    monkeypatch.setattr(
+        cli, "_load_test_set", lambda *args, **kwargs: loaded.append(args[:2]) or (x, y)
+    )
+    report = cli.main([str(tmp_path), "--attack", "cw", "--n", "2", "--recall-n", "30",
+                       "--binary-search-steps", "1", "--cw-steps", "2", "--example-images", "0"])
+    assert loaded == [("imagefolder", tmp_path)]
+    assert report["config"]["eps"] == cli.PAPER_EPS["cifar10"]
+    assert report["detector"]["threshold_quantile"] == PAPER_RECALL["cifar10"]
+    assert report["data"] == {"dataset": "imagefolder", "data_root": str(tmp_path)}
+
+
+@pytest.mark.parametrize("attack", ["cw-det", "boundary-det"])
+def test_example_figure_shows_labels_bits_and_verdicts(fake, tmp_path, attack):
+    model, x, y = fake
+    config = AttackConfig(attack=attack, **FAST)
+    report, result, attacked = run_experiment(model, x, y, config, progress=False)
+    fig, axes = cli.example_figure(attacked, result, report, 3)
+    assert axes.shape == (3, 3)
+    title = fig.get_suptitle()
+    assert attack in title and "ε = 1 (L2)" in title and "6.200 bits/dim" in title
+    for i in range(3):
+        record = report["attack_noise"]["records"][i]
+        clean, adversarial, difference = (ax.get_title() for ax in axes[i])
+        assert f"class {report['attacked_labels'][i]}" in clean
+        assert f"{report['clean_bits_per_dim'][i]:.3f} bits/dim" in clean
+        assert f"class {record['predicted']}" in adversarial
+        assert f"{record['bits_per_dim']:.3f} bits/dim" in adversarial
+        assert f"L2 = {record['l2']:.3g}" in adversarial
+        verdicts = adversarial.splitlines()[-1].split(", ")
+        assert verdicts == [
+            "fools" if record["fools_classifier"] else "fails",
+            "detected" if record["detected"] else "undetected",
+            "within ε" if record["within_eps"] else "beyond ε",
+        ]
+        if attack == "boundary-det":
+            assert f"(target {report['targets'][i]})" in adversarial
+        assert difference.startswith("|adversarial − clean|")
+        # every detection-aware attack here succeeds undetected within ε = 1 (see above)
+        assert verdicts == ["fools", "undetected", "within ε"]
+    path = cli.save_examples(tmp_path / "examples.png", attacked, result, report, 3)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.example_figure(attacked.flatten(1), result, report, 3) is None
+    assert cli.example_figure(attacked, result, report, 0) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"n": 0}, "n"),
+        ({"recall_n": 0}, "recall_n"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"pool_size": 0}, "pool_size"),
+        ({"example_images": -1}, "example_images"),
+        ({"seed": -1}, "seed"),
+        ({"max_queries": 0}, "max_queries"),
+        ({"order_seed": -2}, "order_seed"),
+        ({"eps": -1.0}, "eps"),
+        ({"eps": math.nan}, "eps"),
+        ({"threshold": math.inf}, "threshold"),
+        ({"threshold_quantile": 0.0}, "threshold_quantile"),
+        ({"threshold_quantile": 1.5}, "threshold_quantile"),
+        ({"stepsize": 0.0}, "stepsize"),
+        ({"confidence": -1.0}, "confidence"),
+        ({"attack": "fgsm"}, "attack"),
+    ],
+    ids=lambda value: str(value),
+)
+def test_attack_config_rejects_out_of_range_values(changes, field):
+    with pytest.raises(ValueError, match=f"^{field} must"):
+        AttackConfig(**{"attack": "cw", **changes})

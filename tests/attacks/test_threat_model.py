@@ -139,7 +139,7 @@ def test_verify_rejects_false_claims_and_counts_table2(two_gaussian):
     assert math.isclose(stats["success_undetected_pct"], 100 / 6)
     assert math.isclose(stats["fools_classifier_pct"], 200 / 6)
     assert len(v.records()) == 6 and v.records()[0]["success_undetected"] is True
-    targeted = verify(tm, x, result, torch.zeros(6, dtype=torch.long),
+    targeted = verify(tm, x, result, torch.ones(6, dtype=torch.long),  # a target must not be y
                       targets=torch.zeros(6, dtype=torch.long), eps=None)
     assert targeted.fools_classifier.tolist() == [False, False, True, False, False, False]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flows.train import TrainConfig
+from flows.training import TrainConfig
 
 
 def perturb(module: nn.Module, seed: int = 0, scale: float = 0.2) -> nn.Module:

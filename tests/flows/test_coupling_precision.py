@@ -7,7 +7,7 @@ import torch
 
 import flows
 from flows.layers import AffineCoupling
-from flows.train import train
+from flows.training import train
 
 from .helpers import brute_force_logabsdet, perturb, relative_error, tiny_run_config
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 import flows
 from flows.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from flows.data import DatasetNotFoundError, augment, load_dataset, synthetic_dataset
+from flows.data import DatasetNotFoundError, load_dataset, synthetic_dataset
+from flows.preprocess import augment
 
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "imagefolder"])

@@ -136,7 +136,7 @@ def test_distributed_init_binds_each_process_to_its_gpu_before_nccl(
     """NCCL's tensor-less collectives (the barrier after a checkpoint) run on the current device,
     so each process must select cuda:LOCAL_RANK before joining; CPU runs select nothing. No GPU is
     needed: the torch calls are recorded, not made."""
-    from flows import train as train_module
+    from flows import training as train_module
 
     calls = []
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import flows
-from flows.model import PRIORS
 from flows.preprocess import NOISE_WIDTH, add_noise_channels, pad_image
+from flows.variants import VARIANTS
 
 from .helpers import brute_force_logabsdet, perturb, relative_error
 
-PRIOR_NAMES = sorted(PRIORS)
+PRIOR_NAMES = sorted(VARIANTS)
 
 
 def _model(prior: str = "split", dtype=torch.float64, **overrides) -> flows.ConditionalGlow:
@@ -180,7 +180,7 @@ def test_build_model_applies_overrides_and_rejects_unknown_ones():
     assert model.flow.final_shape == (4, 16, 16)
     with pytest.raises(TypeError, match="unknown override"):
         flows.build_model("tiny", "base", width=3)
-    with pytest.raises(ValueError, match="unknown prior"):
+    with pytest.raises(ValueError, match="variant must be one of"):
         flows.build_model("tiny", "gmm")
     with pytest.raises(ValueError, match="unknown preset"):
         flows.build_model("huge", "base")

@@ -15,13 +15,15 @@ import pytest
 import torch
 
 import flows
-import flows.train as train_module
+import flows.cli.train as cli_train
+import flows.training as train_module
 from flows.checkpoint import load_checkpoint
+from flows.cli.evaluate import main as evaluate_main
+from flows.cli.train import parse_args
 from flows.data import synthetic_dataset
-from flows.evaluate import main as evaluate_main
 from flows.objectives import objective
 from flows.preprocess import dequantize, to_model_range
-from flows.train import NonFiniteLossError, parse_args, read_metrics, train
+from flows.training import NonFiniteLossError, read_metrics, train
 
 from .helpers import tiny_run_config
 
@@ -124,7 +126,7 @@ def test_cli_refuses_to_overwrite_and_resume_reuses_savedtiny_run_config(tmp_pat
 
 def test_cli_reports_missing_data_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_module.main(
+        cli_train.main(
             [
                 "--preset",
                 "cpu-mnist",
