@@ -67,10 +67,9 @@ from flows.attacks import (
 from flows.attacks.base import batches, progress_bar
 from flows.checkpoint import CheckpointError
 from flows.data import DATASETS, DatasetNotFoundError
+from flows.paper import PAPER_EPS
 
 ATTACKS = ("cw", "cw-det", "boundary", "boundary-det")
-#: Table 2's budgets: ε = 1.5 for MNIST, 33/255 for CIFAR-10.
-PAPER_EPS: dict[str, float] = {"mnist": 1.5, "cifar10": 33 / 255}
 #: A fixed threshold whose recall on the recall images is farther than this from the paper's
 #: recall (:data:`~flows.attacks.PAPER_RECALL`) gets a warning.
 RECALL_TOLERANCE = 0.10

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from flows.data import ORDER_SEED, fixed_order
 from flows.measures import bits_per_dim, marginal_log_prob, predictions
+from flows.paper import PAPER_RECALL
 
 __all__ = [
     "DATASETS",
@@ -168,12 +169,6 @@ def test_set(
         order = order[:n]
     return x[order], y[order]
 
-
-#: Recall on real test images of the paper's detection thresholds (Appendix A: 1.4 bits/dim keeps
-#: 100% of MNIST test images, 4.0 keeps 78.6% of CIFAR-10's). Our CPU models have other bits/dim
-#: (the paper's 1.4 would reject every MNIST test image), so the threshold of a trained run is set
-#: at the same recall: the quantile of its own test bits/dim (:func:`paper_detector`).
-from flows.attacks.detector import PAPER_RECALL  # noqa: E402 (its one home)
 
 
 @dataclass(frozen=True)

@@ -26,18 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flows.paper import PAPER_RECALL, PAPER_THRESHOLDS
+
 __all__ = ["LikelihoodDetector", "PAPER_RECALL", "PAPER_THRESHOLDS"]
-
-#: Appendix A thresholds in bits/dim.
-PAPER_THRESHOLDS: dict[str, float] = {"mnist": 1.4, "cifar10": 4.0}
-
-#: Recall on real test images of the paper's detection thresholds (Appendix A: 1.4 bits/dim keeps
-#: 100% of MNIST test images, 4.0 keeps 78.6% of CIFAR-10's). Other models have other bits/dim
-#: (on our CPU models the paper's 1.4 would reject every MNIST test image), so a trained run's
-#: threshold is set at the same recall: the quantile of its own test bits/dim
-#: (:meth:`LikelihoodDetector.from_quantile`).
-PAPER_RECALL: dict[str, float] = {"mnist": 1.0, "cifar10": 0.786}
-
 
 @dataclass(frozen=True)
 class LikelihoodDetector:
