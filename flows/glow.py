@@ -1,7 +1,7 @@
 """The multi-scale GLOW flow of Appendix A, assembled from :mod:`flows.layers`.
 
 One *step* is actnorm → invertible 1×1 convolution → affine coupling. One *level* is ``steps``
-steps at a fixed resolution, then (except at the last level) a :class:`ConditionalSplit` whose
+steps at a fixed resolution, then (except at the last level) a :class:`FactorOut` whose
 second half of the channels is factored out into the latent, then a squeeze of the kept half.
 
 Differences from openai/glow (Kingma & Dhariwal 2018):
@@ -13,7 +13,7 @@ Differences from openai/glow (Kingma & Dhariwal 2018):
   factor out 2@16² → 8@8² → factor out 4@8² → 16@4², the 4th level's output. openai/glow squeezes
   first, so 4 levels would end at 2×2.
 * Factored-out halves are standardised by a learned conditional Gaussian *inside* the flow
-  (:class:`flows.layers.ConditionalSplit`) rather than scored by a separate prior, so the flow
+  (:class:`flows.layers.FactorOut`) rather than scored by a separate prior, so the flow
   maps an image to one flat latent vector and the class-conditional prior covers all of it.
 
 The flat latent is ordered: the last level's output first, flattened channel-last (so its first
@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from flows.bijection import Bijection, Chain, check_image_batch
-from flows.layers import ActNorm, AffineCoupling, ConditionalSplit, InvertibleConv1x1, Squeeze
+from flows.layers import ActNorm, AffineCoupling, FactorOut, InvertibleConv1x1, Squeeze
 
 
 def glow_step(channels: int, hidden_channels: int, generator: torch.Generator | None) -> Chain:
@@ -75,7 +75,7 @@ class Glow(Bijection):
             )
             self.levels.append(steps_chain)
             if level < levels - 1:
-                self.splits.append(ConditionalSplit(channels))
+                self.splits.append(FactorOut(channels))  # 'splits': the checkpoints' key
                 self.factored_shapes.append((channels // 2, size, size))
                 channels, size = 2 * channels, size // 2
         self.final_shape = (channels, size, size)

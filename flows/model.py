@@ -97,8 +97,8 @@ class ConditionalGlow(nn.Module):
     def set_coupling_precision(self, precision: str) -> None:
         """Run every coupling network in ``precision`` ('float32' or 'bfloat16'); see below.
 
-        With AVX512-BF16, 'bfloat16' made CPU training steps 1.4–2.1× faster on the benchmark's
-        shapes and presets (README › Benchmark). The model stays an exact bijection with an exact
+        'bfloat16' is faster on CPUs with AVX512-BF16 or AMX and on GPUs, and slower where
+        bfloat16 is emulated (measured speed-ups: ``benchmarks/``). The model stays an exact bijection with an exact
         log-determinant and a normalised density (:class:`~flows.layers.AffineCoupling`); only
         the function the networks compute is rounded. Recorded in ``config``, so a saved model
         reloads with the precision it was trained in; call this to evaluate it in another.

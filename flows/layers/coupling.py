@@ -23,7 +23,7 @@ class AffineCoupling(Bijection):
     convolutions), and the shift is added before scaling as in openai/glow's code (not its paper).
     The ReLUs work in place on their convolution's output, which nothing else keeps (a convolution's
     backward needs its input, not its output): one allocation and one pass over memory fewer per
-    ReLU, which saves 2–10% of a float32 training step on one CPU thread (measured 2026-12-04).
+    ReLU (its measured effect is recorded with the training benchmark, ``benchmarks/``).
 
     **Reduced-precision network** (``network_dtype``, e.g. ``torch.bfloat16``; default ``None`` =
     the input's dtype): for float32 inputs the network runs under autocast and its output is cast

@@ -7,7 +7,7 @@ import torch
 
 from flows.bijection import Chain
 from flows.glow import Glow, glow_step
-from flows.layers import ActNorm, AffineCoupling, ConditionalSplit, InvertibleConv1x1, Squeeze
+from flows.layers import ActNorm, AffineCoupling, FactorOut, InvertibleConv1x1, Squeeze
 
 from .helpers import brute_force_logabsdet, perturb, relative_error
 
@@ -24,7 +24,7 @@ LAYERS = {
     "coupling": (lambda: AffineCoupling(4, hidden_channels=6), (4, 4, 4)),
     "coupling-odd": (lambda: AffineCoupling(3, hidden_channels=5), (3, 4, 4)),
     "squeeze": (lambda: Squeeze(), (2, 4, 4)),
-    "split": (lambda: ConditionalSplit(4), (4, 4, 4)),
+    "factor_out": (lambda: FactorOut(4), (4, 4, 4)),
     "step": (lambda: glow_step(4, 6, torch.Generator().manual_seed(3)), (4, 4, 4)),
     "glow-1-level": (lambda: Glow(2, 4, levels=1, steps=2, hidden_channels=4), (2, 4, 4)),
     "glow-3-levels": (lambda: Glow(2, 8, levels=3, steps=2, hidden_channels=4), (2, 8, 8)),
@@ -65,7 +65,7 @@ def test_logabsdet_matches_autograd_jacobian(name):
     assert torch.allclose(inverse_logabsdet, -logabsdet, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["coupling", "split", "glow-3-levels"])
+@pytest.mark.parametrize("name", ["coupling", "factor_out", "glow-3-levels"])
 def test_inverse_logabsdet_matches_inverse_jacobian(name):
     layer, x = _prepared(name, batch=1)
     z, _ = layer(x)

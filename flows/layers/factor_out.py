@@ -1,4 +1,8 @@
-"""Factor-out with a learned conditional prior, written as a bijection (openai/glow's split2d)."""
+"""Factor-out with a learned conditional prior, written as a bijection (openai/glow's split2d).
+
+Named "factor-out" so that "split" means only the paper's split prior (Section 5.3,
+:class:`flows.priors.SplitPrior`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from flows.bijection import Bijection, check_image_batch
 from flows.layers.zero_conv import ZeroConv2d
 
 
-class ConditionalSplit(Bijection):
+class FactorOut(Bijection):
     r"""``x = (x_1, x_2)`` ↦ ``(x_1, (x_2 - μ(x_1)) e^{-s(x_1)})``, log-det :math:`-\sum s`.
 
     The second half of the channels is about to be factored out of the multi-scale flow
@@ -23,7 +27,7 @@ class ConditionalSplit(Bijection):
     def __init__(self, channels: int) -> None:
         super().__init__()
         if channels < 2 or channels % 2:
-            raise ValueError(f"ConditionalSplit needs an even channel count ≥ 2, got {channels}")
+            raise ValueError(f"FactorOut needs an even channel count ≥ 2, got {channels}")
         self.channels = channels
         self.half = channels // 2
         self.net = ZeroConv2d(self.half, 2 * self.half)
