@@ -120,6 +120,18 @@ def fixed_subset(data: ImageData, limit: int, seed: int = ORDER_SEED) -> ImageDa
     return ImageData(data.images[index], data.labels[index], data.classes)
 
 
+def load_test_split(
+    name: str, root: str | Path | None, n: int | None = None, **options: object
+) -> ImageData:
+    """The test split in the fixed random order (:func:`fixed_order`), all of it or its first ``n``.
+
+    The one loader for evaluation, attacks and figures: whatever takes "n test images" takes the
+    same ones. ``options`` go to :func:`load_dataset`.
+    """
+    data = load_dataset(name, root, train=False, **options)
+    return fixed_subset(data, len(data) if n is None else n)
+
+
 def synthetic_dataset(
     size: int, data_shape: tuple[int, int, int], num_classes: int, seed: int
 ) -> ImageData:

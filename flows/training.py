@@ -76,6 +76,7 @@ __all__ = [
     "NonFiniteLossError",
     "RunFolderError",
     "TrainConfig",
+    "final_evaluation",
     "plot_metrics",
     "read_metrics",
     "train",
@@ -699,6 +700,15 @@ def read_metrics(path: str | Path) -> list[dict]:
             if number < len(lines):
                 raise ValueError(f"{path}: line {number} is not JSON: {line[:80]!r}") from None
     return records
+
+
+def final_evaluation(run_dir: str | Path) -> dict | None:
+    """The last end-of-epoch evaluation record of a run's ``metrics.jsonl`` (None if it has none)."""
+    path = Path(run_dir) / METRICS_NAME
+    if not path.exists():
+        return None
+    evaluations = [record for record in read_metrics(path) if record.get("kind") == "eval"]
+    return evaluations[-1] if evaluations else None
 
 
 def plot_metrics(metrics_path: Path, output: Path):
