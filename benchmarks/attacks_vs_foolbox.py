@@ -16,13 +16,14 @@ run again (``--skip`` the others), and the file is rewritten after every row, so
 be measured in runs of their own.
 
 With ``--glow-run RUN_DIR`` the classifier is instead a trained flows model (``flows.load``): its
-class log-likelihoods with the padding/noise fixed by a seed (``FixedNoise``, one batched call per
-query), given to both libraries as logits (softmax of log-likelihoods = p(y|x)).
+class log-likelihoods with the padding/noise fixed by a seed (``flows.noise.FixedNoise``, one batched
+call per query), given to both libraries as logits (softmax of log-likelihoods = p(y|x)).
 
 It reports the success rate, median L2 (failures count as ∞), wall and CPU time and model queries
 per second, and writes ``--output`` (JSON). Needs ``foolbox`` 3 (``pip install foolbox``), which
 is not a dependency of the package. Inputs are ``k/256 − 0.5`` in bounds [−0.5, 0.5] as in the flows
-package; the CNN sees the 28×28 images.
+package; the CNN sees the 28×28 images. What was measured, when, and with which command:
+``benchmarks/attacks.md``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from flows.attacks import boundary_attack, carlini_wagner_l2
+from flows.attacks import BoundaryAttack, CarliniWagnerL2, DecisionModel, Misclassified, ThreatModel
+from flows.noise import FixedNoise
 
 # Our Boundary attack with low-frequency proposals; the two settings were chosen on the first 40
 # of the CNN's 100 benchmark images (README).
@@ -69,8 +71,6 @@ class FixedNoiseClassifier(nn.Module):
     """A flows model's class log-likelihoods under fixed noise, as an ``nn.Module`` for foolbox."""
 
     def __init__(self, model: nn.Module, seed: int):
-        from flows.attacks import FixedNoise
-
         super().__init__()
         self.model = model
         self.scores = FixedNoise(model.class_log_likelihoods, seed)
@@ -198,7 +198,7 @@ def main() -> None:
         results.append(summarise(name, x, adv, success, seconds, cpu, queries, net, y))
 
     def ours_cw():
-        r = carlini_wagner_l2(counted, x, y)
+        r = CarliniWagnerL2()(ThreatModel(counted, num_classes=10), x, Misclassified(y))
         return r.adversarial, r.success, r.queries.double().mean().item()
 
     def foolbox_cw(**kwargs):
@@ -210,8 +210,10 @@ def main() -> None:
 
     def ours_boundary(**options):
         def go():
-            r = boundary_attack(lambda z: counted(z).argmax(1), x, y, max_queries=args.queries,
-                                steps=10 * args.queries, seed=args.seed, **options)
+            attack = BoundaryAttack(max_queries=args.queries, steps=10 * args.queries,
+                                    seed=args.seed, **options)
+            decision = DecisionModel(lambda z: counted(z).argmax(1), num_classes=10)
+            r = attack(decision, x, Misclassified(y))
             return r.adversarial, r.success, r.queries.double().mean().item()
         return go
 

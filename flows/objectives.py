@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -70,8 +69,3 @@ def objective(
     if name == "split":
         return split_prior_loss(class_log_likelihoods, logits, labels, num_dims, split_weight)
     raise ValueError(f"unknown objective {name!r}; expected one of {OBJECTIVES}")
-
-
-def accuracy(class_log_likelihoods: Tensor, labels: Tensor) -> Tensor:
-    """Fraction of the batch whose Bayes prediction ``argmax_c log p(x | c)`` is the label."""
-    return (class_log_likelihoods.argmax(1) == labels).to(torch.float64).mean()

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from flows.measures import NUM_BINS
-from flows.measures import bits_per_dim as bits_per_dim  # TEMPORARY re-export
 
 NOISE_WIDTH = 2.0 / NUM_BINS
 

@@ -11,7 +11,7 @@ posteriors ``p(y0 | x_α)``, ``p(y1 | x_α)`` (Bayes' rule, uniform class prior)
 Conventions (decided once here):
 
 * **Fixed noise.** The model's padding and noise channels are drawn by
-  :class:`flows.attacks.FixedNoise` with a seed: every image (test image or interpolant) sees the
+  :class:`flows.noise.FixedNoise` with a seed: every image (test image or interpolant) sees the
   same noise realisation, whatever batch it is evaluated in. With the same seed the endpoints'
   statistics are those of :func:`paper_figures.trained.test_statistics` (what the detector's
   threshold and the endpoint selection use). Images are points of the continuous space: no
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flows.attacks.threat_model import FixedNoise
 from flows.measures import bits_per_dim as _bits_per_dim
 from flows.measures import marginal_log_prob, predictions
+from flows.noise import FixedNoise
 
 __all__ = [
     "PathStatistics",

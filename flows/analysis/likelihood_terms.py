@@ -14,7 +14,7 @@ ignores the label.
 Units. The data term is reported as a **discrete** NLL, the probability of the image's 8-bit bin:
 :math:`-\log P(x) = -\log p(x) + D \log 256` nats per image (the continuous density of data in
 [−0.5, 0.5] gives negative "NLLs" for a good model); per dimension in bits this is exactly
-:func:`flows.preprocess.bits_per_dim`. The class term is the NLL of a discrete label: nats per
+:func:`flows.measures.bits_per_dim`. The class term is the NLL of a discrete label: nats per
 image, or bits per dimension as ``nats / (D ln 2)`` (no offset). The joint term is discretised like
 the data term, so the decomposition holds in both units: ``joint = data + class``.
 """
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flows.attacks.threat_model import FixedNoise
-from flows.measures import NUM_BINS, marginal_log_prob, nats_to_bits_per_dim, predictions
+from flows.measures import NUM_BINS, accuracy, marginal_log_prob, nats_to_bits_per_dim
+from flows.noise import FixedNoise
 
 __all__ = ["LikelihoodTerms", "likelihood_terms", "measure_likelihood_terms", "per_image_terms"]
 
@@ -99,7 +99,7 @@ class LikelihoodTerms:
 
     @property
     def data_bits_per_dim(self) -> float:
-        """The data term in bits/dim: the mean of :func:`flows.preprocess.bits_per_dim`."""
+        """The data term in bits/dim: the mean of :func:`flows.measures.bits_per_dim`."""
         return self._per_dim(self.data_nats)
 
     @property
@@ -148,13 +148,12 @@ def likelihood_terms(
     joint, data, class_ = per_image_terms(class_log_likelihoods, labels, num_dims, num_bins)
     if len(joint) == 0:
         raise ValueError("likelihood_terms needs at least one image")
-    correct = predictions(class_log_likelihoods) == labels
     return LikelihoodTerms(
         joint_nats=joint.mean().item(),
         data_nats=data.mean().item(),
         class_nats=class_.mean().item(),
         class_std_nats=class_.std().item() if len(class_) > 1 else 0.0,
-        accuracy=correct.double().mean().item(),
+        accuracy=accuracy(class_log_likelihoods, labels).item(),
         num_images=len(joint),
         num_dims=num_dims,
         num_classes=class_log_likelihoods.shape[1],
@@ -179,7 +178,7 @@ def measure_likelihood_terms(
     one generator seeded with ``noise_seed`` (batches in order), so the mean is also an average
     over the noise, as in training and :mod:`flows.evaluate`; the values then depend on
     ``batch_size`` through the order of the draws, not in distribution. ``shared_noise=True``
-    gives every image the same draw (:class:`flows.attacks.FixedNoise`), batch-invariant but a
+    gives every image the same draw (:class:`flows.noise.FixedNoise`), batch-invariant but a
     single noise realisation for the whole set — which can move the accuracy of a model that
     reads the noise channels by several points (measured on ``cpu-cifar-reweight``).
     """

@@ -23,7 +23,7 @@ conclusion holds in every base, but a margin must be compared with NLLs in the s
 Units here: NLLs are **discrete** NLLs, of the image's 8-bit bin, as in
 :mod:`flows.analysis.likelihood_terms`: :math:`-\log p(x \mid c) + D \log 256` **nats per image**
 (the continuous density of data in [−0.5, 0.5] gives negative values for a good model), or that
-divided by :math:`D \ln 2`, **bits/dim**, which equals :func:`flows.preprocess.bits_per_dim` and
+divided by :math:`D \ln 2`, **bits/dim**, which equals :func:`flows.measures.bits_per_dim` and
 compares with the detector's threshold. Gaps and margins are differences: the offset cancels; in
 nats, or in bits/dim (nats / (D ln 2)).
 """

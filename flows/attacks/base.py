@@ -1,4 +1,8 @@
-"""What every attack shares: the result record, bounds checks, per-example seeds, batching.
+"""What every attack shares: the model interface, the base class, the result record, input checks.
+
+An attack is a frozen dataclass of hyperparameters (:class:`Attack`); calling it on a model, a
+batch and a criterion validates the inputs, runs the attack batch by batch (:meth:`Attack.run`,
+the private hook) and returns one :class:`AttackResult`, as foolbox 3's ``__call__`` → ``run``.
 
 Attacks here are *minimum-norm* attacks: they return the closest adversarial they found, and the L2
 budget ε is applied afterwards by :func:`flows.attacks.verification.verify` (foolbox 3 applies ε
@@ -8,26 +12,41 @@ per-example records, and ε-clipping is a verification question, not an attack o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from flows.attacks.criteria import Observation
+if TYPE_CHECKING:
+    from flows.attacks.criteria import Criterion, Observation
 
 __all__ = [
+    "Attack",
     "AttackResult",
     "Model",
     "flat_l2",
     "check_inputs",
     "check_labels",
+    "check_targets_differ",
     "example_generator",
 ]
 
-#: A model as the attacks see it: inputs ``(B, ...)`` -> :class:`Observation`.
-Model = Callable[[Tensor], Observation]
+
+class Model(Protocol):
+    """A model as the attacks see it (:class:`~flows.attacks.ThreatModel`,
+    :class:`~flows.attacks.DecisionModel`, or any object with these three members)."""
+
+    #: input bounds ``(lo, hi)``.
+    bounds: tuple[float, float]
+    #: C, the number of classes (None: unknown, a labels-only model).
+    num_classes: int | None
+
+    def observe(self, x: Tensor) -> Observation:
+        """What the attacker sees at the batch ``x`` ``(B, ...)``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,8 @@ class AttackResult:
         queries: ``(B,)`` int64 model evaluations spent on each example (forward or
             forward+backward passes).
         status: one message per example: ``"success"`` or why it failed.
+        targets: ``(B,)`` the target classes of a targeted attack, None for an untargeted one
+            (:func:`~flows.attacks.verification.verify` judges the adversarials against them).
     """
 
     adversarial: Tensor
@@ -48,6 +69,7 @@ class AttackResult:
     l2: Tensor
     queries: Tensor
     status: tuple[str, ...]
+    targets: Tensor | None = None
 
     def __post_init__(self):
         b = self.adversarial.shape[0]
@@ -56,16 +78,19 @@ class AttackResult:
                 raise ValueError(f"{name} must have shape ({b},)")
         if len(self.status) != b:
             raise ValueError(f"status must have {b} entries, got {len(self.status)}")
+        check_labels("targets", self.targets, b)
 
     @staticmethod
-    def concatenate(parts: list[AttackResult]) -> AttackResult:
-        """Join results of consecutive batches."""
+    def concatenate(parts: Sequence[AttackResult]) -> AttackResult:
+        """Join results of consecutive batches (targets too, when every part has them)."""
+        targets = [p.targets for p in parts]
         return AttackResult(
             adversarial=torch.cat([p.adversarial for p in parts]),
             success=torch.cat([p.success for p in parts]),
             l2=torch.cat([p.l2 for p in parts]),
             queries=torch.cat([p.queries for p in parts]),
             status=tuple(s for p in parts for s in p.status),
+            targets=None if any(t is None for t in targets) else torch.cat(targets),
         )
 
     def records(self) -> list[dict]:
@@ -82,6 +107,63 @@ class AttackResult:
                 strict=True,
             )
         ]
+
+
+class Attack:
+    """Base of the attacks: subclasses are frozen dataclasses holding hyperparameters only.
+
+    ``attack(model, x, criterion, batch_size=None, progress=False)`` validates ``x`` (finite,
+    within ``model.bounds``) and the criterion's labels (against ``model.num_classes``), runs
+    :meth:`run` on consecutive batches of ``batch_size`` (all at once if None; the results do
+    not depend on it) and joins their results. The result's ``targets`` are the criterion's.
+    """
+
+    #: the name of the progress bar.
+    name: ClassVar[str] = "attack"
+
+    def __call__(
+        self,
+        model: Model,
+        x: Tensor,
+        criterion: Criterion,
+        *,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> AttackResult:
+        """Attack the batch ``x`` ``(B, ...)`` of ``model`` for ``criterion``.
+
+        Raises:
+            ValueError: naming the argument, for an empty batch, NaN/inf or out-of-bounds ``x``,
+                or labels of the criterion that are not integers, not one per example or
+                outside ``[0, C)`` (or a target equal to its true label, when it knows them).
+        """
+        return self._batched(model, x, criterion, batch_size, progress)
+
+    def run(
+        self, model: Model, x: Tensor, criterion: Criterion, indices: Tensor | None = None
+    ) -> AttackResult:
+        """The hook: attack one batch of validated inputs; ``indices`` are their positions in
+        the whole input (for per-example random generators)."""
+        raise NotImplementedError
+
+    def _batched(
+        self,
+        model: Model,
+        x: Tensor,
+        criterion: Criterion,
+        batch_size: int | None,
+        progress: bool,
+        **per_example: Tensor | None,
+    ) -> AttackResult:
+        """Validate, then :meth:`run` batch by batch; ``per_example`` tensors are sliced along."""
+        check_inputs(x, model.bounds)
+        criterion.check(len(x), model.num_classes)
+        index = torch.arange(len(x))
+        parts = []
+        for part in progress_bar(batches(len(x), batch_size), progress, self.name):
+            extra = {k: None if v is None else v[part] for k, v in per_example.items()}
+            parts.append(self.run(model, x[part], criterion.select(part), index[part], **extra))
+        return AttackResult.concatenate(parts)
 
 
 def flat_l2(a: Tensor, b: Tensor) -> Tensor:
@@ -126,14 +208,21 @@ def check_inputs(
         )
     check_labels("y", y, x.shape[0], num_classes)
     check_labels("targets", targets, x.shape[0], num_classes)
-    if y is not None and targets is not None:
-        same = torch.nonzero(targets.to(y.device) == y).flatten()
-        if len(same):
-            i = int(same[0])
-            raise ValueError(
-                f"targets: must differ from the true labels y, got target {int(targets[i])} = "
-                f"y at index {i} (a targeted attack would succeed at the clean input)"
-            )
+    check_targets_differ(y, targets)
+
+
+def check_targets_differ(y: Tensor | None, targets: Tensor | None) -> None:
+    """No target may equal its true label (a targeted attack would succeed at the clean input);
+    either being None passes."""
+    if y is None or targets is None:
+        return
+    same = torch.nonzero(targets.to(y.device) == y).flatten()
+    if len(same):
+        i = int(same[0])
+        raise ValueError(
+            f"targets: must differ from the true labels y, got target {int(targets[i])} = "
+            f"y at index {i} (a targeted attack would succeed at the clean input)"
+        )
 
 
 def check_labels(name: str, labels: Tensor | None, n: int, num_classes: int | None = None) -> None:

@@ -18,13 +18,13 @@ contains ``x``, cannot increase the distance; it is taken only if its computed d
 the adversarial region than ``a``, which its last source step left just behind the boundary, so
 the next source step succeeds more often; the move costs no query. That argument fails when part
 of the boundary is a likelihood detector's (the C+1-way decision): a random direction lowers an
-image model's likelihood, so sideways moves pile up noise that the detector rejects. Measured
-(median L2, README): untargeted from noise, −8% on the benchmark MNIST CNN (5000 queries) and −19%
-on the ``cpu-mnist`` Split GLOW (1000); targeted from target-class images on the
-``cpu-cifar-reweight`` classifier, −2% (1000), and on its C+1-way decision +83% (farther on 25 of
-30 images). Hence the default: moves on unless the criterion involves the detector
-(:class:`~flows.attacks.criteria.NotDetected`, which :func:`boundary_attack` adds for a
-``reject_label``). Brendel et al. (and foolbox) always stay at ``a``: ``spherical_moves=False``.
+image model's likelihood, so sideways moves pile up noise that the detector rejects. Measured on
+the median L2 (``benchmarks/attacks.md``), the moves bring untargeted adversarials from noise
+closer on the benchmark MNIST CNN and on the ``cpu-mnist`` Split GLOW, change little for targeted
+ones started from target-class images, and take them much farther on a C+1-way decision. Hence
+the default: moves on unless the criterion involves the detector
+(:class:`~flows.attacks.criteria.NotDetected`, as in :func:`modified_boundary_attack`). Brendel et
+al. (and foolbox) always stay at ``a``: ``spherical_moves=False``.
 
 Step sizes adapt to each example's recent success rates (every ``adapt_every`` steps): spherical
 rate > 0.5 multiplies both steps by ``step_adaptation``, < 0.2 divides both; source rate (among
@@ -40,6 +40,11 @@ Initialisation: from given starting points, or from uniform noise in the bounds 
 ``init_attempts`` draws per example; if none is adversarial the example is reported as failed
 with the reason). Either way, a binary search on the segment from ``x`` to the starting point
 moves the start onto the boundary first.
+
+Usage: ``BoundaryAttack(...)(model, x, criterion, starts=None)``; only the criterion's verdicts on
+``model.observe`` (evaluated without gradients) are used, so the model may be a
+:class:`~flows.attacks.ThreatModel` or a labels-only :class:`~flows.attacks.DecisionModel`. The
+modified Boundary attack of Section 6.2 is :func:`modified_boundary_attack`.
 
 Differences from foolbox 3 ``BoundaryAttack`` (which queries the final candidate of every image at
 every step, converged or not, and the spherical candidate every 10th step, adapting only once
@@ -57,11 +62,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
 from flows.attacks.base import (
+    Attack,
     AttackResult,
     Model,
     batches,
@@ -69,30 +77,26 @@ from flows.attacks.base import (
     check_labels,
     example_generator,
     flat_l2,
-    progress_bar,
 )
-from flows.attacks.criteria import (
-    And,
-    Criterion,
-    Misclassified,
-    NotDetected,
-    Observation,
-    TargetedMisclassified,
-)
+from flows.attacks.criteria import And, Criterion, NotDetected, TargetedMisclassified
+
+if TYPE_CHECKING:
+    from flows.attacks.threat_model import ThreatModel
 
 __all__ = [
     "BoundaryAttack",
-    "boundary_attack",
     "modified_boundary_attack",
     "random_targets",
     "select_starting_points",
 ]
 
 
-class BoundaryAttack:
-    """Hyperparameters of the Boundary attack; :meth:`run` attacks a batch.
+@dataclass(frozen=True)
+class BoundaryAttack(Attack):
+    """Hyperparameters of the Boundary attack; calling it attacks a batch
+    (``attack(model, x, criterion, starts=None, batch_size=None, progress=False)``).
 
-    Args:
+    Attributes:
         steps: maximum number of steps per example.
         max_queries: per-example budget of model queries, initialisation included (None: only
             ``steps`` limits). The walk never exceeds it; the initialisation is never cut short.
@@ -103,83 +107,97 @@ class BoundaryAttack:
         source_step_convergence: an example stops once its source step is below this.
         init_attempts: uniform-noise draws per example when no starting point is given.
         init_binary_steps: bisection steps on the segment from ``x`` to the starting point.
-        seed: seed of the per-example random generators.
-        bounds: input bounds ``(lo, hi)``.
+        seed: seed of the per-example random generators: example ``i`` of the input uses
+            ``(seed, i)``, so the results do not depend on the batching.
         proposal_scale: ``s``; with ``s > 1`` (image batches ``(B, C, H, W)`` only) the
             orthogonal step's Gaussian is drawn at ``(C, ⌈H/s⌉, ⌈W/s⌉)`` and upsampled
             bilinearly to ``(C, H, W)``: a low-frequency proposal (the biased sampling of
-            Brunner et al. 2019), which on the benchmark's MNIST CNN finds closer adversarials
-            at the same budget (on the ``cpu-mnist`` GLOW, farther ones).
-            The source step still moves in all ``C·H·W`` dimensions. ``1``: i.i.d. N(0, I), as
-            Brendel et al.
+            Brunner et al. 2019), which helps on some models and hurts on others
+            (``benchmarks/attacks.md``). The source step still moves in all ``C·H·W``
+            dimensions. ``1``: i.i.d. N(0, I), as Brendel et al.
         spherical_moves: move to the spherical candidate when it is adversarial and the final
             one is not (never farther from ``x``); ``False``: Brendel et al.'s rule, which moves
             only to adversarial final candidates. ``None`` (default): on, unless the criterion
-            of :meth:`run` involves :class:`NotDetected` (a C+1-way decision; module docstring).
+            involves :class:`NotDetected` (a C+1-way decision; module docstring).
     """
 
-    def __init__(
-        self,
-        steps: int = 5000,
-        max_queries: int | None = None,
-        spherical_step: float = 1e-2,
-        source_step: float = 1e-2,
-        step_adaptation: float = 1.5,
-        adapt_every: int = 10,
-        source_step_convergence: float = 1e-7,
-        init_attempts: int = 100,
-        init_binary_steps: int = 20,
-        seed: int = 0,
-        bounds: tuple[float, float] = (-0.5, 0.5),
-        proposal_scale: int = 1,
-        spherical_moves: bool | None = None,
-    ):
-        if proposal_scale < 1:
-            raise ValueError(f"proposal_scale must be >= 1, got {proposal_scale}")
-        if steps < 0 or init_attempts < 1 or init_binary_steps < 0 or adapt_every < 1:
+    name: ClassVar[str] = "boundary"
+
+    steps: int = 5000
+    max_queries: int | None = None
+    spherical_step: float = 1e-2
+    source_step: float = 1e-2
+    step_adaptation: float = 1.5
+    adapt_every: int = 10
+    source_step_convergence: float = 1e-7
+    init_attempts: int = 100
+    init_binary_steps: int = 20
+    seed: int = 0
+    proposal_scale: int = 1
+    spherical_moves: bool | None = None
+
+    def __post_init__(self):
+        if self.proposal_scale < 1:
+            raise ValueError(f"proposal_scale must be >= 1, got {self.proposal_scale}")
+        if (
+            self.steps < 0
+            or self.init_attempts < 1
+            or self.init_binary_steps < 0
+            or self.adapt_every < 1
+        ):
             raise ValueError("steps, init_binary_steps >= 0; init_attempts, adapt_every >= 1")
-        if spherical_step <= 0 or source_step <= 0 or step_adaptation <= 1:
+        if self.spherical_step <= 0 or self.source_step <= 0 or self.step_adaptation <= 1:
             raise ValueError("step sizes must be > 0 and step_adaptation > 1")
-        self.steps = steps
-        self.max_queries = max_queries
-        self.spherical_step = spherical_step
-        self.source_step = source_step
-        self.step_adaptation = step_adaptation
-        self.adapt_every = adapt_every
-        self.source_step_convergence = source_step_convergence
-        self.init_attempts = init_attempts
-        self.init_binary_steps = init_binary_steps
-        self.seed = seed
-        self.bounds = bounds
-        self.proposal_scale = proposal_scale
-        self.spherical_moves = spherical_moves
+
+    def __call__(
+        self,
+        model: Model,
+        x: Tensor,
+        criterion: Criterion,
+        *,
+        starts: Tensor | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> AttackResult:
+        """Attack the batch ``x`` ``(B, ...)`` of ``model`` for ``criterion``, from ``starts``
+        ``(B, ...)`` (adversarial starting points within the bounds; default: uniform noise).
+
+        Raises:
+            ValueError: as :meth:`Attack.__call__ <flows.attacks.base.Attack.__call__>`, for
+                ``starts`` of another shape, non-finite or out of bounds, and for
+                ``proposal_scale > 1`` on inputs that are not image batches ``(B, C, H, W)``.
+        """
+        if starts is not None:
+            check_inputs(starts, model.bounds, name="starts")
+            if starts.shape != x.shape:
+                raise ValueError(f"starts must have shape {tuple(x.shape)}, got {starts.shape}")
+        if self.proposal_scale > 1 and x.dim() != 4:
+            raise ValueError(
+                f"proposal_scale > 1 needs image batches (B, C, H, W), got shape {tuple(x.shape)}"
+            )
+        return self._batched(model, x, criterion, batch_size, progress, starts=starts)
 
     def run(
         self,
         model: Model,
         x: Tensor,
         criterion: Criterion,
-        starts: Tensor | None = None,
         indices: Tensor | None = None,
+        starts: Tensor | None = None,
     ) -> AttackResult:
-        """Attack the batch ``x`` for ``criterion``; only the criterion's verdicts are used.
+        """The hook: attack the validated batch ``x`` for ``criterion``.
 
         Args:
-            model: ``(B, ...) -> Observation``.
+            model: queried through ``model.observe``, without gradients.
             x: ``(B, ...)`` clean inputs within bounds.
             criterion: what counts as adversarial.
-            starts: ``(B, ...)`` adversarial starting points within bounds (default: noise).
             indices: ``(B,)`` global example indices seeding the per-example generators
                 (default ``0..B-1``); the same index and seed give the same run in any batch.
+            starts: ``(B, ...)`` adversarial starting points within bounds (default: noise).
         """
-        check_inputs(x, self.bounds)
-        if self.proposal_scale > 1 and x.dim() != 4:
-            raise ValueError(
-                f"proposal_scale > 1 needs image batches (B, C, H, W), got shape {tuple(x.shape)}"
-            )
         x = x.detach()
         b = x.shape[0]
-        lo, hi = self.bounds
+        lo, hi = model.bounds
         moves = self.spherical_moves
         if moves is None:
             moves = not _involves_detection(criterion)
@@ -191,7 +209,8 @@ class BoundaryAttack:
         def is_adv_rows(points: Tensor, rows: Tensor) -> Tensor:
             """Query the model at ``points``, which stand for examples ``rows``."""
             queries[rows] += 1
-            verdict = criterion.select(rows).is_adversarial(model(points))
+            with torch.no_grad():
+                verdict = criterion.select(rows).is_adversarial(model.observe(points))
             assert verdict.shape == (len(rows),), f"criterion gave {tuple(verdict.shape)}"
             return verdict
 
@@ -202,9 +221,6 @@ class BoundaryAttack:
         ok = clean_adv.clone()
         todo = ~clean_adv
         if starts is not None:
-            check_inputs(starts, self.bounds, name="starts")
-            if starts.shape != x.shape:
-                raise ValueError(f"starts must have shape {tuple(x.shape)}, got {starts.shape}")
             init = starts.detach().clone()
             rows = all_rows[todo]
             if len(rows):
@@ -249,11 +265,11 @@ class BoundaryAttack:
                 low = torch.where(good, low, mid)
             best[rows] = (1 - high.view(view)) * x[rows] + high.view(view) * init[rows]
         running = todo & ok
-        self._walk(x, best, running, queries, gens, is_adv_rows, moves)
+        self._walk(x, best, running, queries, gens, is_adv_rows, moves, (lo, hi))
         success = ok
         inf = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
         l2 = torch.where(success, flat_l2(best, x), inf)
-        return AttackResult(best, success, l2, queries, tuple(status))
+        return AttackResult(best, success, l2, queries, tuple(status), criterion.targets)
 
     def _walk(
         self,
@@ -264,10 +280,11 @@ class BoundaryAttack:
         gens: list[torch.Generator],
         is_adv_rows: Callable[[Tensor, Tensor], Tensor],
         spherical_moves: bool,
+        bounds: tuple[float, float],
     ) -> None:
         """The boundary walk, in place on ``best``; ``running`` marks examples still walking."""
         b = x.shape[0]
-        lo, hi = self.bounds
+        lo, hi = bounds
         f = self.step_adaptation
         sph = torch.full((b,), self.spherical_step, dtype=x.dtype, device=x.device)
         src = torch.full((b,), self.source_step, dtype=x.dtype, device=x.device)
@@ -385,106 +402,6 @@ class _NoiseBank:
         return eta
 
 
-def _decision_model(
-    decision_fn: Callable[[Tensor], Tensor], reject_label: int | None
-) -> Callable[[Tensor], Observation]:
-    def model(z: Tensor) -> Observation:
-        labels = decision_fn(z)
-        rejected = None if reject_label is None else labels == reject_label
-        return Observation(labels=labels, rejected=rejected)
-
-    return model
-
-
-def boundary_attack(
-    decision_fn: Callable[[Tensor], Tensor],
-    x: Tensor,
-    y: Tensor,
-    *,
-    targets: Tensor | None = None,
-    starts: Tensor | None = None,
-    reject_label: int | None = None,
-    num_classes: int | None = None,
-    steps: int = 5000,
-    max_queries: int | None = None,
-    spherical_step: float = 1e-2,
-    source_step: float = 1e-2,
-    step_adaptation: float = 1.5,
-    adapt_every: int = 10,
-    source_step_convergence: float = 1e-7,
-    init_attempts: int = 100,
-    init_binary_steps: int = 20,
-    seed: int = 0,
-    bounds: tuple[float, float] = (-0.5, 0.5),
-    proposal_scale: int = 1,
-    spherical_moves: bool | None = None,
-    batch_size: int | None = None,
-    progress: bool = False,
-) -> AttackResult:
-    """Boundary attack on a plain decision function (labels only).
-
-    Args:
-        decision_fn: ``(B, ...) -> (B,)`` integer labels. A C+1-way decision returns
-            ``reject_label`` for inputs the detector rejects.
-        x: ``(B, ...)`` clean inputs within ``bounds``, finite, ``B >= 1``.
-        y: ``(B,)`` true labels, an integer tensor with values in ``[0, num_classes)``.
-        targets: ``(B,)`` target labels (targeted attack), in ``[0, num_classes)`` and
-            different from ``y``; default untargeted.
-        starts: ``(B, ...)`` adversarial starting points; default: uniform noise.
-        reject_label: the "non-image" label of a C+1-way decision; such inputs never count as
-            adversarial (criterion ``... & NotDetected()``).
-        num_classes: C, the number of classes of ``decision_fn`` (default: ``reject_label``, the
-            C+1-way convention). A label outside ``[0, C)`` would count as adversarial at the
-            clean input (L2 = 0); without C (no ``reject_label`` either), only ``>= 0`` can be
-            checked.
-        seed: seed of the per-example generators (example ``i`` of ``x`` uses ``(seed, i)``).
-        spherical_moves: see :class:`BoundaryAttack`; ``None`` (default): on, unless
-            ``reject_label`` is given (on a C+1-way decision the moves walk into the detector).
-        batch_size: examples per batch (results do not depend on it).
-        progress: show a progress bar over batches (tqdm, on stderr).
-        Other arguments: see :class:`BoundaryAttack`.
-
-    Raises:
-        ValueError: naming the argument, for an empty batch, NaN/inf or out-of-bounds ``x``,
-            labels that are not integers, not one per example or outside ``[0, num_classes)``, a
-            target equal to its true label, or a ``reject_label`` that is a class.
-    """
-    num_classes = _num_classes(num_classes, reject_label)
-    check_inputs(x, bounds, y, targets, num_classes=num_classes)
-    attack = BoundaryAttack(
-        steps, max_queries, spherical_step, source_step, step_adaptation, adapt_every,
-        source_step_convergence, init_attempts, init_binary_steps, seed, bounds, proposal_scale,
-        spherical_moves,
-    )
-    criterion: Criterion = Misclassified(y) if targets is None else TargetedMisclassified(targets)
-    if reject_label is not None:
-        criterion = criterion & NotDetected()
-    model = _decision_model(decision_fn, reject_label)
-    index = torch.arange(len(x))
-    parts = [
-        attack.run(
-            model, x[s], criterion.select(s), None if starts is None else starts[s], index[s]
-        )
-        for s in progress_bar(batches(len(x), batch_size), progress, "boundary")
-    ]
-    return AttackResult.concatenate(parts)
-
-
-def _num_classes(num_classes: int | None, reject_label: int | None) -> int | None:
-    """C of a decision: ``num_classes``, else ``reject_label`` (C+1-way), else unknown (None)."""
-    if num_classes is not None and (isinstance(num_classes, bool) or num_classes < 1):
-        raise ValueError(f"num_classes: must be an integer >= 1, got {num_classes!r}")
-    if reject_label is not None and (isinstance(reject_label, bool) or reject_label < 0):
-        raise ValueError(f"reject_label: must be an integer >= 0, got {reject_label!r}")
-    if num_classes is None:
-        return reject_label
-    if reject_label is not None and reject_label < num_classes:
-        raise ValueError(
-            f"reject_label: must not be a class label in [0, {num_classes}), got {reject_label}"
-        )
-    return num_classes
-
-
 def random_targets(y: Tensor, num_classes: int, seed: int) -> Tensor:
     """A uniformly random target class ``!= y`` per example, from ``torch.Generator(seed)``."""
     if num_classes < 2:
@@ -496,24 +413,25 @@ def random_targets(y: Tensor, num_classes: int, seed: int) -> Tensor:
 
 
 def select_starting_points(
-    decision_fn: Callable[[Tensor], Tensor],
+    model: ThreatModel,
     pool_x: Tensor,
     pool_y: Tensor,
     targets: Tensor,
     seed: int,
     batch_size: int = 256,
 ) -> Tensor:
-    """For each target, a random pool image of that class whose decision is that class.
+    """For each target, a random pool image of that class whose C+1-way decision
+    (:meth:`ThreatModel.decision <flows.attacks.ThreatModel.decision>`) is that class.
 
-    With a C+1-way decision this is "a randomly chosen image from the target class, ensuring the
-    original image is detected as a real image from the desired class" (Section 6.2). Example
-    ``i`` draws from ``example_generator(seed, i)``.
+    That is "a randomly chosen image from the target class, ensuring the original image is
+    detected as a real image from the desired class" (Section 6.2). Example ``i`` draws from
+    ``example_generator(seed, i)``.
 
     Raises:
         ValueError: when no pool image of some target class is correctly classified and accepted.
     """
     with torch.no_grad():
-        decided = torch.cat([decision_fn(pool_x[s]) for s in batches(len(pool_x), batch_size)])
+        decided = torch.cat([model.decision(pool_x[s]) for s in batches(len(pool_x), batch_size)])
     usable = decided == pool_y
     starts = []
     for i, t in enumerate(targets.tolist()):
@@ -529,43 +447,42 @@ def select_starting_points(
 
 
 def modified_boundary_attack(
-    decision_fn: Callable[[Tensor], Tensor],
+    attack: BoundaryAttack,
+    model: ThreatModel,
     x: Tensor,
     y: Tensor,
     pool_x: Tensor,
     pool_y: Tensor,
     *,
-    reject_label: int,
-    num_classes: int | None = None,
     targets: Tensor | None = None,
-    seed: int = 0,
-    **kwargs,
-) -> tuple[AttackResult, Tensor]:
-    """The modified Boundary attack of Section 6.2 on a C+1-way decision.
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> AttackResult:
+    """The modified Boundary attack of Section 6.2: ``attack`` on the C+1-way decision of
+    ``model`` (a :class:`~flows.attacks.ThreatModel` with a detector).
 
-    Targeted (random target ``!= y`` from ``seed`` unless ``targets`` is given), started from a
-    random correctly classified and undetected pool image of the target class
-    (:func:`select_starting_points`). ``num_classes`` defaults to ``reject_label`` (the C+1-way
-    convention: classes ``0..C-1``, non-image ``C``). Other keyword arguments go to
-    :func:`boundary_attack`.
-
-    Returns:
-        The attack result and the targets used.
+    Targeted (a random target ``!= y`` per example, :func:`random_targets` with ``attack.seed``,
+    unless ``targets`` are given), started from a random correctly classified and undetected pool
+    image of the target class (:func:`select_starting_points`, ``attack.seed``), with the
+    criterion ``TargetedMisclassified(targets, y) & NotDetected(model.detector)``. The result
+    carries the targets used (``result.targets``).
 
     Raises:
-        ValueError: as :func:`boundary_attack` (``x``, ``y``, ``targets``), and for an empty
-            pool or ``pool_y`` that are not one integer label in ``[0, C)`` per pool image.
+        ValueError: for a model without a detector; as :meth:`BoundaryAttack.__call__` for ``x``;
+            for ``y`` / ``targets`` that are not one integer label in ``[0, C)`` per example or a
+            target equal to its true label; for an empty pool or ``pool_y`` that are not one
+            integer label in ``[0, C)`` per pool image; and when no usable starting point of
+            some target class is in the pool.
     """
-    num_classes = _num_classes(num_classes, reject_label)
-    bounds = kwargs.get("bounds", (-0.5, 0.5))
-    check_inputs(x, bounds, y, targets, num_classes=num_classes)
-    check_inputs(pool_x, bounds, name="pool_x")
+    if model.detector is None:
+        raise ValueError("model: the modified Boundary attack needs a threat model with a detector")
+    num_classes = model.num_classes
+    check_inputs(x, model.bounds, y, targets, num_classes=num_classes)
+    check_inputs(pool_x, model.bounds, name="pool_x")
     check_labels("pool_y", pool_y, len(pool_x), num_classes)
+    y = y.long()
     if targets is None:
-        targets = random_targets(y, num_classes, seed)
-    starts = select_starting_points(decision_fn, pool_x, pool_y, targets, seed)
-    result = boundary_attack(
-        decision_fn, x, y, targets=targets, starts=starts, reject_label=reject_label,
-        num_classes=num_classes, seed=seed, **kwargs,
-    )
-    return result, targets
+        targets = random_targets(y, num_classes, attack.seed)
+    starts = select_starting_points(model, pool_x, pool_y, targets, attack.seed)
+    criterion = TargetedMisclassified(targets, y) & NotDetected(model.detector)
+    return attack(model, x, criterion, starts=starts, batch_size=batch_size, progress=progress)

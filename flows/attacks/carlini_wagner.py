@@ -21,8 +21,8 @@ Differences from the reference implementations (Carlini's code, foolbox 3
   longer evaluated while the others go on; with Adam applied per example, results do not depend
   on the batch composition;
 - warm start (default): each binary-search step continues from where the previous one ended
-  (Adam's moments reset), instead of restarting from the clean input; on a small MNIST CNN this
-  halves the model evaluations and slightly lowers the L2 (``benchmarks/attacks_vs_foolbox.py``);
+  (Adam's moments reset), instead of restarting from the clean input: fewer model evaluations
+  for the same L2 (``benchmarks/attacks.md``);
 - first constant (default ``initial_const="auto"``): per example, twice the Lagrange multiplier
   of the linearised problem, ``c0 = 2 · 2 ℓ(x) / ‖∇ℓ(x)‖²`` (see
   :meth:`CarliniWagnerL2._linearised_const`), instead of a fixed
@@ -31,46 +31,46 @@ Differences from the reference implementations (Carlini's code, foolbox 3
   binary-search steps getting there;
 - a numerical tolerance of 16 float ULPs of the largest class score is added to κ
   (:func:`_score_tolerance`), so that no returned adversarial is a rounding tie;
-- defaults: 9 binary-search steps like both references, but 300 Adam steps (foolbox: 10000); on
-  the MNIST CNN and the ``cpu-mnist`` Split GLOW of ``benchmarks/attacks_vs_foolbox.py`` this is
-  within 1% of the median L2 of foolbox's default (9 × 10000) in 0.44× (CNN) and 0.21× (GLOW)
-  of the time of foolbox's reduced setting (5 × 1000; README, "Benchmark against foolbox 3").
+- defaults: 9 binary-search steps like both references, but 300 Adam steps (foolbox: 10000):
+  with the per-example first constant, the warm start and the early abort, 300 steps come close
+  to the median L2 of foolbox's default in a fraction of the time of its reduced setting
+  (5 × 1000) on the MNIST CNN and the ``cpu-mnist`` Split GLOW of
+  ``benchmarks/attacks_vs_foolbox.py`` (the measurements, their dates and commands:
+  ``benchmarks/attacks.md``).
+
+Usage: ``CarliniWagnerL2(...)(model, x, criterion)`` with a model that has ``observe``,
+``bounds`` and ``num_classes`` (:class:`~flows.attacks.ThreatModel`) and a criterion such as
+``Misclassified(y)``, ``TargetedMisclassified(t, y)`` or ``Misclassified(y) &
+NotDetected(detector)`` (CW-det: the model must then observe bits/dim).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from flows.attacks.base import (
-    AttackResult,
-    Model,
-    batches,
-    check_inputs,
-    check_labels,
-    flat_l2,
-    progress_bar,
-)
-from flows.attacks.criteria import (
-    Criterion,
-    Misclassified,
-    NotDetected,
-    Observation,
-    TargetedMisclassified,
-)
-from flows.attacks.detector import LikelihoodDetector
-from flows.preprocess import bits_per_dim
+from flows.attacks.base import Attack, AttackResult, Model, flat_l2
+from flows.attacks.criteria import Criterion, Observation
 
-__all__ = ["CarliniWagnerL2", "carlini_wagner_l2"]
+__all__ = ["CarliniWagnerL2"]
 
 
-class CarliniWagnerL2:
-    """Hyperparameters of the CW-L2 attack; :meth:`run` attacks a batch.
+@dataclass(frozen=True)
+class CarliniWagnerL2(Attack):
+    """Hyperparameters of the CW-L2 attack; calling it attacks a batch
+    (:class:`~flows.attacks.base.Attack`: ``attack(model, x, criterion, batch_size=None,
+    progress=False)``).
 
-    Args:
+    The attack is deterministic: it draws no random numbers. A randomised model must be made
+    deterministic first (:class:`flows.noise.FixedNoise`, as
+    :func:`~flows.attacks.flows_threat_model` does). The input bounds are the model's (the tanh
+    reparametrisation maps onto them).
+
+    Attributes:
         binary_search_steps: outer steps of the per-example binary search over ``c``.
         steps: Adam steps per binary-search step.
         stepsize: Adam learning rate (in tanh space).
@@ -84,45 +84,37 @@ class CarliniWagnerL2:
             at the previous check, and the example stops when it improved by less than 0.03%.
             (The references compare the current loss, which Adam's oscillation around the
             boundary makes noisy, so they stop too early.)
-        bounds: input bounds ``(lo, hi)``.
         warm_start: start each binary-search step from where the previous one ended (Adam's
             moments are reset) instead of from the clean input.
     """
 
-    def __init__(
-        self,
-        binary_search_steps: int = 9,
-        steps: int = 300,
-        stepsize: float = 1e-2,
-        confidence: float = 0.0,
-        initial_const: float | str = "auto",
-        abort_early: bool = True,
-        bounds: tuple[float, float] = (-0.5, 0.5),
-        warm_start: bool = True,
-    ):
-        if binary_search_steps < 1 or steps < 1:
-            raise ValueError("binary_search_steps and steps must be >= 1")
-        if initial_const != "auto" and not (
-            isinstance(initial_const, int | float) and initial_const > 0
-        ):
-            raise ValueError(f"initial_const must be > 0 or 'auto', got {initial_const!r}")
-        if stepsize <= 0 or confidence < 0:
-            raise ValueError("stepsize must be > 0 and confidence >= 0")
-        self.binary_search_steps = binary_search_steps
-        self.steps = steps
-        self.stepsize = stepsize
-        self.confidence = confidence
-        self.initial_const = initial_const
-        self.abort_early = abort_early
-        self.bounds = bounds
-        self.warm_start = warm_start
+    name: ClassVar[str] = "cw-l2"
 
-    def run(self, model: Model, x: Tensor, criterion: Criterion) -> AttackResult:
-        """Attack the batch ``x`` (``(B, ...)`` within bounds) for ``criterion``."""
-        check_inputs(x, self.bounds)
+    binary_search_steps: int = 9
+    steps: int = 300
+    stepsize: float = 1e-2
+    confidence: float = 0.0
+    initial_const: float | str = "auto"
+    abort_early: bool = True
+    warm_start: bool = True
+
+    def __post_init__(self):
+        if self.binary_search_steps < 1 or self.steps < 1:
+            raise ValueError("binary_search_steps and steps must be >= 1")
+        const = self.initial_const
+        if const != "auto" and not (isinstance(const, int | float) and const > 0):
+            raise ValueError(f"initial_const must be > 0 or 'auto', got {const!r}")
+        if self.stepsize <= 0 or self.confidence < 0:
+            raise ValueError("stepsize must be > 0 and confidence >= 0")
+
+    def run(
+        self, model: Model, x: Tensor, criterion: Criterion, indices: Tensor | None = None
+    ) -> AttackResult:
+        """The hook: attack the validated batch ``x`` for ``criterion`` (``indices`` unused: the
+        attack draws no random numbers)."""
         x = x.detach()
         b = x.shape[0]
-        lo, hi = self.bounds
+        lo, hi = model.bounds
         center, half = (hi + lo) / 2, (hi - lo) / 2
         w0 = torch.atanh(((x - center) / half).clamp(-1 + 1e-6, 1 - 1e-6))
 
@@ -156,7 +148,7 @@ class CarliniWagnerL2:
                 part = criterion.select(rows)
                 d = delta[rows].requires_grad_(True)
                 x_adv = center + half * torch.tanh(w0[rows] + d)
-                obs = model(x_adv)
+                obs = model.observe(x_adv)
                 l2sq = (x_adv - x[rows]).flatten(1).pow(2).sum(1)
                 margin = self.confidence + _score_tolerance(obs)
                 hinge = part.loss(obs, margin)
@@ -197,7 +189,7 @@ class CarliniWagnerL2:
             "success" if s else "no adversarial found (criterion never met)"
             for s in success.tolist()
         )
-        return AttackResult(best_adv, success, l2, queries, status)
+        return AttackResult(best_adv, success, l2, queries, status, criterion.targets)
 
     def _linearised_const(self, model: Model, x: Tensor, criterion: Criterion) -> Tensor:
         r"""Per-example first ``c`` from a linearisation of the hinge at the clean input.
@@ -216,9 +208,9 @@ class CarliniWagnerL2:
         distance after 6 × 300 steps; with :math:`2c^*` all are within 0.2%.)
         One model evaluation with its gradient; clamped to [1e-10, 1e10].
         """
-        lo, hi = self.bounds
+        lo, hi = model.bounds
         z = x.clone().requires_grad_(True)
-        hinge = criterion.loss(model(z), self.confidence)
+        hinge = criterion.loss(model.observe(z), self.confidence)
         (grad,) = torch.autograd.grad(hinge.sum(), z)
         with torch.no_grad():
             span = 1e-6 * (hi - lo)
@@ -229,8 +221,8 @@ class CarliniWagnerL2:
 
 
 # early abort: the least relative improvement of the lowest loss per ``steps // 10`` steps (3e-4:
-# 1e-4 cost the MNIST CNN 16% more queries; 1e-3 put the GLOW's median L2 2.9% above foolbox's
-# default on its first 10 benchmark images, 3e-4 0.9%; README benchmark)
+# a smaller threshold costs queries, a larger one L2; the sweep is recorded in
+# benchmarks/attacks.md)
 _ABORT_IMPROVEMENT = 3e-4
 # ``initial_const="auto"``: c0 = _C0_FACTOR * c* (see ``_linearised_const``)
 _C0_FACTOR = 2.0
@@ -259,94 +251,3 @@ def _detached(obs: Observation) -> Observation:
         return None if t is None else t.detach()
 
     return Observation(d(obs.logits), d(obs.labels), d(obs.bits_per_dim), d(obs.rejected))
-
-
-def carlini_wagner_l2(
-    logits_fn: Callable[[Tensor], Tensor],
-    x: Tensor,
-    y: Tensor,
-    *,
-    targets: Tensor | None = None,
-    bits_per_dim_fn: Callable[[Tensor], Tensor] | None = None,
-    detector: LikelihoodDetector | None = None,
-    bits_dims: int | None = None,
-    binary_search_steps: int = 9,
-    steps: int = 300,
-    stepsize: float = 1e-2,
-    confidence: float = 0.0,
-    initial_const: float | str = "auto",
-    abort_early: bool = True,
-    bounds: tuple[float, float] = (-0.5, 0.5),
-    warm_start: bool = True,
-    batch_size: int | None = None,
-    progress: bool = False,
-) -> AttackResult:
-    """CW-L2 on a plain differentiable classifier, optionally against a likelihood detector.
-
-    Args:
-        logits_fn: ``(B, ...) -> (B, C)`` differentiable class scores (logits or class
-            log-likelihoods; only log-posterior margins are used).
-        x: ``(B, ...)`` clean inputs within ``bounds``, finite, ``B >= 1``.
-        y: ``(B,)`` true labels, an integer tensor with values in ``[0, C)``.
-        targets: ``(B,)`` target labels for a targeted attack (default: untargeted), in
-            ``[0, C)`` and different from ``y``.
-        bits_per_dim_fn: ``(B, ...) -> (B,)`` differentiable bits/dim; with ``detector`` this
-            makes the attack detection-aware (criterion ``... & NotDetected(detector)``).
-        detector: the likelihood detector (threshold in bits/dim, data dimension).
-        bits_dims: instead of ``bits_per_dim_fn``, when ``logits_fn`` returns class
-            log-likelihoods log p(x|y=c) in nats (a flows model's): bits/dim are derived from the
-            same scores, ``b = (−log p(x) + D log 256) / (D ln 2)`` with
-            ``log p(x) = logsumexp_c log p(x|c) − log C`` and ``D = bits_dims``
-            (:func:`flows.preprocess.bits_per_dim`), so each step encodes the input once, not twice.
-        batch_size: examples per batch (results do not depend on it).
-        progress: show a progress bar over batches (tqdm, on stderr).
-        Other arguments: see :class:`CarliniWagnerL2`.
-
-    The attack is deterministic: it draws no random numbers. A randomised model must be made
-    deterministic first (:class:`flows.attacks.FixedNoise`).
-
-    Raises:
-        ValueError: naming the argument, for an empty batch, NaN/inf or out-of-bounds ``x``,
-            labels that are not integers, not one per example or outside ``[0, C)`` (C from the
-            first call of ``logits_fn``, before any attack step), or a target equal to its true
-            label.
-    """
-    check_inputs(x, bounds, y, targets)
-    y = y.long()
-    targets = None if targets is None else targets.long()
-    if bits_per_dim_fn is not None and bits_dims is not None:
-        raise ValueError("give bits_per_dim_fn or bits_dims, not both")
-    if (bits_per_dim_fn is None and bits_dims is None) != (detector is None):
-        raise ValueError("a detector needs bits_per_dim_fn or bits_dims, and they need a detector")
-    if bits_dims is not None and bits_dims < 1:
-        raise ValueError(f"bits_dims must be >= 1, got {bits_dims}")
-    attack = CarliniWagnerL2(
-        binary_search_steps, steps, stepsize, confidence, initial_const, abort_early, bounds,
-        warm_start,
-    )
-
-    labels_checked = False
-
-    def model(z: Tensor) -> Observation:
-        nonlocal labels_checked
-        logits = logits_fn(z)
-        if not labels_checked:  # the first call tells C: before any work, with global indices
-            if logits.dim() != 2 or logits.shape[0] != len(z):
-                raise ValueError(
-                    f"logits_fn: must return class scores ({len(z)}, C), got {tuple(logits.shape)}"
-                )
-            check_labels("y", y, len(x), logits.shape[1])
-            check_labels("targets", targets, len(x), logits.shape[1])
-            labels_checked = True
-        if bits_dims is not None:
-            log_px = torch.logsumexp(logits, dim=1) - math.log(logits.shape[1])
-            return Observation(logits=logits, bits_per_dim=bits_per_dim(log_px, bits_dims))
-        bpd = None if bits_per_dim_fn is None else bits_per_dim_fn(z)
-        return Observation(logits=logits, bits_per_dim=bpd)
-
-    criterion: Criterion = Misclassified(y) if targets is None else TargetedMisclassified(targets)
-    if detector is not None:
-        criterion = criterion & NotDetected(detector)
-    slices = progress_bar(batches(len(x), batch_size), progress, "cw-l2")
-    parts = [attack.run(model, x[s], criterion.select(s)) for s in slices]
-    return AttackResult.concatenate(parts)

@@ -3,12 +3,15 @@
 A criterion looks at an :class:`Observation` of the model at a batch of inputs and answers, per
 example, whether the input is adversarial (:meth:`Criterion.is_adversarial`). Gradient-based attacks
 also need a differentiable hinge loss that is zero exactly when the criterion holds (with a
-confidence margin κ for the classification part); :meth:`Criterion.loss` provides it.
+confidence margin κ for the classification part); :meth:`Criterion.loss` provides it. A criterion
+holds the labels it judges by: an attack validates them before any work
+(:meth:`Criterion.check`) and returns the targets of a targeted one (:attr:`Criterion.targets`).
 
 The detection-aware attacks of Section 6.2 are *composed* criteria, not forked attacks::
 
-    Misclassified(y) & NotDetected(detector)          # CW-L2 against classifier and detector
-    TargetedMisclassified(t) & NotDetected()          # Boundary attack on the C+1-way decision
+    Misclassified(y) & NotDetected(detector)             # CW-L2 against classifier and detector
+    TargetedMisclassified(t, y) & NotDetected(detector)  # the modified Boundary attack
+    Misclassified(y) & NotDetected()                     # on a labels-only C+1-way decision
 
 Class scores may be logits or class log-likelihoods ``log p(x|y=c)`` of the order of −10³ (a
 generative classifier). Margins are always taken between entries of ``log_softmax(scores)``, i.e.
@@ -25,7 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from flows.attacks.base import check_labels, check_targets_differ
 from flows.attacks.detector import LikelihoodDetector
+from flows.measures import predictions
 
 __all__ = [
     "Observation",
@@ -63,7 +68,7 @@ class Observation:
             return self.labels
         if self.logits is None:
             raise ValueError("Observation has neither labels nor logits")
-        return self.logits.argmax(dim=1)
+        return predictions(self.logits)
 
 
 def log_posterior_margin(scores: Tensor, reference: Tensor) -> Tensor:
@@ -95,6 +100,14 @@ def log_posterior_margin(scores: Tensor, reference: Tensor) -> Tensor:
 
 class Criterion:
     """Base class. Subclasses implement ``is_adversarial`` and, for gradient attacks, ``loss``."""
+
+    #: ``(B,)`` the target classes of a targeted criterion; None for an untargeted one.
+    targets: Tensor | None = None
+
+    def check(self, num_examples: int, num_classes: int | None) -> None:
+        """Validate the labels this criterion holds for ``num_examples`` inputs of a model with
+        ``num_classes`` classes (None: unknown, only ``>= 0`` is checked); ``ValueError`` naming
+        them (``y``: true labels, ``targets``). A criterion without labels passes."""
 
     def is_adversarial(self, obs: Observation) -> Tensor:
         """``(B,)`` bool: whether each observed input satisfies the criterion."""
@@ -137,11 +150,30 @@ class And(Criterion):
     def loss(self, obs: Observation, confidence: float | Tensor = 0.0) -> Tensor:
         return sum(c.loss(obs, confidence) for c in self.criteria)
 
+    def check(self, num_examples: int, num_classes: int | None) -> None:
+        for c in self.criteria:
+            c.check(num_examples, num_classes)
+
+    @property
+    def targets(self) -> Tensor | None:
+        """The first part's targets (None when no part is targeted)."""
+        return next((c.targets for c in self.criteria if c.targets is not None), None)
+
     def select(self, index: slice | Tensor) -> And:
         return And(*(c.select(index) for c in self.criteria))
 
     def __repr__(self) -> str:
         return " & ".join(repr(c) for c in self.criteria)
+
+
+def _as_index(labels: Tensor) -> Tensor:
+    """Integer labels as int64 (indices for ``gather``); anything else as given, for
+    :meth:`Criterion.check` to refuse with a message."""
+    if isinstance(labels, Tensor) and not (
+        labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex()
+    ):
+        return labels.long()
+    return labels
 
 
 def _check_label_range(name: str, labels: Tensor, obs: Observation) -> None:
@@ -171,7 +203,10 @@ class Misclassified(Criterion):
     """
 
     def __init__(self, labels: Tensor):
-        self.labels = labels
+        self.labels = _as_index(labels)
+
+    def check(self, num_examples: int, num_classes: int | None) -> None:
+        check_labels("y", self.labels, num_examples, num_classes)
 
     def is_adversarial(self, obs: Observation) -> Tensor:
         _check_label_range("labels", self.labels, obs)
@@ -191,10 +226,20 @@ class Misclassified(Criterion):
 
 
 class TargetedMisclassified(Criterion):
-    """Targeted: the predicted class equals ``targets``. Loss ``max(0, κ − m_t)``."""
+    """Targeted: the predicted class equals ``targets``. Loss ``max(0, κ − m_t)``.
 
-    def __init__(self, targets: Tensor):
-        self.targets = targets
+    ``labels``, the true labels (optional), only serve :meth:`check`: a target equal to its true
+    label is refused, since the clean input would already satisfy the criterion.
+    """
+
+    def __init__(self, targets: Tensor, labels: Tensor | None = None):
+        self.targets = _as_index(targets)
+        self.labels = None if labels is None else _as_index(labels)
+
+    def check(self, num_examples: int, num_classes: int | None) -> None:
+        check_labels("y", self.labels, num_examples, num_classes)
+        check_labels("targets", self.targets, num_examples, num_classes)
+        check_targets_differ(self.labels, self.targets)
 
     def is_adversarial(self, obs: Observation) -> Tensor:
         _check_label_range("targets", self.targets, obs)
@@ -207,7 +252,8 @@ class TargetedMisclassified(Criterion):
         return torch.clamp(confidence - log_posterior_margin(obs.logits, self.targets), min=0)
 
     def select(self, index: slice | Tensor) -> TargetedMisclassified:
-        return TargetedMisclassified(self.targets[index])
+        labels = None if self.labels is None else self.labels[index]
+        return TargetedMisclassified(self.targets[index], labels)
 
     def __repr__(self) -> str:
         return "TargetedMisclassified(targets)"

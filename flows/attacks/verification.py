@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from flows.attacks.base import AttackResult, check_inputs, check_labels, flat_l2
+from flows.attacks.base import AttackResult, check_inputs, flat_l2
 from flows.attacks.threat_model import ThreatModel
 
 __all__ = ["Verification", "verify", "table2_statistics"]
@@ -69,16 +69,15 @@ def verify(
     result: AttackResult,
     y: Tensor,
     *,
-    targets: Tensor | None = None,
     eps: float | None = None,
 ) -> Verification:
     """Re-evaluate every returned adversarial on ``threat_model`` (e.g. under fresh noise).
 
     ``x`` are the clean inputs (finite, within the threat model's bounds), ``y`` their true
-    labels and ``targets`` the attack's targets (targeted attacks), integer labels in ``[0, C)``
-    with C read from the threat model's class scores; a target equal to its true label is refused
-    (it would count the clean input as a success). ``eps`` defaults to ``threat_model.eps``;
-    ``None`` means no budget.
+    labels; a targeted attack's adversarials are judged against ``result.targets``. Labels and
+    targets are integers in ``[0, C)``, ``C = threat_model.num_classes``; a target equal to its
+    true label is refused (it would count the clean input as a success). ``eps`` defaults to
+    ``threat_model.eps``; ``None`` means no budget.
 
     Raises:
         ValueError: naming the argument, for an empty batch, NaN/inf or out-of-bounds ``x``,
@@ -88,27 +87,22 @@ def verify(
     eps = threat_model.eps if eps is None else eps
     if eps is not None and not eps >= 0:
         raise ValueError(f"eps: must be >= 0 or None, got {eps}")
-    check_inputs(x, threat_model.bounds, y, targets)
+    targets = result.targets
+    check_inputs(x, threat_model.bounds, y, targets, num_classes=threat_model.num_classes)
     adv = result.adversarial.detach()
     if adv.shape != x.shape:
         raise ValueError(
             f"result: adversarials have shape {tuple(adv.shape)}, inputs x {tuple(x.shape)}"
         )
-    with torch.no_grad():
-        scores = threat_model.logits_fn(adv)
-    num_classes = scores.shape[1]
-    check_labels("y", y, len(x), num_classes)
-    check_labels("targets", targets, len(x), num_classes)
     lo, hi = threat_model.bounds
     in_bounds = ((adv >= lo) & (adv <= hi)).flatten(1).all(dim=1)
     l2 = flat_l2(adv, x)
     within = l2 <= (math.inf if eps is None else eps)
-    labels = scores.argmax(dim=1)
+    labels = threat_model.classify(adv)
     wrong = labels != y if targets is None else labels == targets
     fools = result.success & in_bounds & within & wrong
     if threat_model.has_detector:
-        with torch.no_grad():
-            bpd = threat_model.bits_per_dim_fn(adv)
+        bpd = threat_model.bits_per_dim(adv)
         detected = threat_model.detector.detected(bpd)
     else:
         bpd = None

@@ -14,8 +14,8 @@ from flows.analysis import (
     select_pairs,
     summarise_paths,
 )
-from flows.attacks import FixedNoise
-from flows.preprocess import bits_per_dim
+from flows.measures import bits_per_dim
+from flows.noise import FixedNoise
 from tests.analysis.conftest import make_tiny_model
 
 #: The model computes in float32: batched kernels may round differently by batch layout.
@@ -219,3 +219,12 @@ def test_summarise_paths_is_the_mean_over_paths(tiny_model, images):
     endpoints = torch.cat([stats.bits_per_dim[:, 0], stats.bits_per_dim[:, -1]]).mean().item()
     assert summary["mean_bits_per_dim_endpoints"] == pytest.approx(endpoints)
     assert summary["mean_bits_per_dim_midpoint"] == pytest.approx(summary["mean_bits_per_dim"][2])
+
+
+def test_the_analyses_fix_the_noise_with_its_one_home():
+    """``FixedNoise`` lives in :mod:`flows.noise`; the analyses do not go through the attacks."""
+    import importlib
+
+    for name in ("interpolation", "likelihood_terms"):  # the package shadows likelihood_terms
+        module = importlib.import_module(f"flows.analysis.{name}")
+        assert module.FixedNoise is FixedNoise, name

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from flows.analysis import likelihood_terms, measure_likelihood_terms, per_image_terms
-from flows.attacks import FixedNoise
+from flows.measures import bits_per_dim
+from flows.noise import FixedNoise
 from flows.objectives import nll_loss
-from flows.preprocess import bits_per_dim
 from tests.analysis.conftest import make_tiny_model
 
 

@@ -15,7 +15,7 @@ from flows.analysis import (
     worst_case_probability,
     wrong_class_nll,
 )
-from flows.preprocess import bits_per_dim
+from flows.measures import bits_per_dim
 
 
 def test_paper_bound_for_ten_classes_is_about_6_in_base_10_not_in_nats():

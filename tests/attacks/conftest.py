@@ -1,8 +1,9 @@
 """Models with known answers for the attack tests.
 
 ``TwoGaussian`` imitates the flows model API (``class_log_likelihoods``, ``log_prob``,
-``predict_proba``, ``bits_per_dim``; inputs in [−0.5, 0.5]) with a class-conditional model
-p(x|y=c) = N(x; μ_c, σ² I), μ_0 = −a·u, μ_1 = +a·u, u = 1/√D, uniform prior; everything is exact:
+``predict_proba``, ``bits_per_dim``, ``num_classes``; inputs in [−0.5, 0.5]) with a
+class-conditional model p(x|y=c) = N(x; μ_c, σ² I), μ_0 = −a·u, μ_1 = +a·u, u = 1/√D, uniform
+prior; everything is exact:
 the classifier's boundary is the hyperplane u·x = 0, so the minimal L2 adversarial of a class-0
 point x is at distance −u·x; and for a point on the axis, x = s₀u, the closest point that is
 class 1 *and* undetected lies on the axis too (moving orthogonally to the axis lowers both
@@ -19,6 +20,8 @@ import torch
 
 class TwoGaussian:
     """Two isotropic Gaussians in ``dim`` dimensions; optional additive uniform input noise."""
+
+    num_classes = 2
 
     def __init__(self, dim=8, a=0.25, sigma=0.08, shape=(2, 2, 2), noise=0.0):
         self.dim, self.a, self.sigma, self.shape, self.noise = dim, a, sigma, shape, noise

@@ -5,9 +5,12 @@ import torch
 
 from flows.attacks import (
     BoundaryAttack,
+    DecisionModel,
     LikelihoodDetector,
+    Misclassified,
+    NotDetected,
+    TargetedMisclassified,
     ThreatModel,
-    boundary_attack,
     modified_boundary_attack,
     random_targets,
     select_starting_points,
@@ -17,14 +20,19 @@ BUDGET = 2000
 
 
 def classify(model):
-    return lambda z: model.class_log_likelihoods(z).argmax(1)
+    """The labels-only model of a flows-style model's classifier."""
+    return DecisionModel(lambda z: model.class_log_likelihoods(z).argmax(1))
+
+
+def decide(fn, **options):
+    return DecisionModel(fn, **options)
 
 
 def test_untargeted_within_10_percent_of_analytic_in_budget(two_gaussian, class0_points):
     x, y = class0_points
     analytic = -(x.flatten(1) @ two_gaussian.u)
-    result = boundary_attack(classify(two_gaussian), x, y, max_queries=BUDGET, seed=1)
-    assert result.success.all()
+    result = BoundaryAttack(max_queries=BUDGET, seed=1)(classify(two_gaussian), x, Misclassified(y))
+    assert result.success.all() and result.targets is None
     assert (result.queries <= BUDGET).all()
     assert (result.l2 >= analytic * (1 - 1e-9)).all()
     assert (result.l2 <= 1.1 * analytic).all()
@@ -38,10 +46,11 @@ def test_targeted_linear_three_classes_from_noise(model_classes):
     x = torch.tensor([[0.1, 0.1, 0.0, -0.2], [0.1, -0.2, 0.3, 0.0]], dtype=torch.float64)
     y, targets = torch.tensor([0, 0]), torch.tensor([2, 1])
     expected = torch.tensor([model.min_distance(x[0], 0, 2), model.min_distance(x[1], 0, 1)])
-    result = boundary_attack(
-        lambda z: model(z).argmax(1), x, y, targets=targets, max_queries=BUDGET
+    result = BoundaryAttack(max_queries=BUDGET)(
+        decide(lambda z: model(z).argmax(1), num_classes=3), x, TargetedMisclassified(targets, y)
     )
     assert torch.equal(model(result.adversarial).argmax(1), targets)
+    assert torch.equal(result.targets, targets)
     assert (result.l2 <= 1.1 * expected.double()).all()
     assert (result.l2 >= expected.double() * (1 - 1e-9)).all()
 
@@ -51,8 +60,8 @@ def test_bounds_always_respected(model_classes):
     _, Linear = model_classes
     model = Linear([[0.0, 0.0, 0.0], [1.0, 0.2, 0.0]], [0.0, -0.45])
     x = torch.tensor([[0.45, -0.3, 0.5], [-0.5, 0.5, -0.5]], dtype=torch.float64)
-    result = boundary_attack(
-        lambda z: model(z).argmax(1), x, torch.zeros(2, dtype=torch.long), max_queries=1000
+    result = BoundaryAttack(max_queries=1000)(
+        decide(lambda z: model(z).argmax(1)), x, Misclassified(torch.zeros(2, dtype=torch.long))
     )
     assert result.success.all()
     assert result.adversarial.min() >= -0.5 and result.adversarial.max() <= 0.5
@@ -61,23 +70,21 @@ def test_bounds_always_respected(model_classes):
 
 def test_deterministic_under_seed_and_batch_size_invariant(two_gaussian, class0_points):
     x, y = class0_points
-    run = {"max_queries": 300, "seed": 7}
-    whole = boundary_attack(classify(two_gaussian), x, y, **run)
-    again = boundary_attack(classify(two_gaussian), x, y, **run)
-    split = boundary_attack(classify(two_gaussian), x, y, batch_size=4, **run)
+    attack, model = BoundaryAttack(max_queries=300, seed=7), classify(two_gaussian)
+    whole = attack(model, x, Misclassified(y))
+    again = attack(model, x, Misclassified(y))
+    split = attack(model, x, Misclassified(y), batch_size=4)
     for other in (again, split):
         assert torch.equal(other.adversarial, whole.adversarial)
         assert torch.equal(other.queries, whole.queries)
-    other_seed = boundary_attack(classify(two_gaussian), x, y, max_queries=300, seed=8)
+    other_seed = BoundaryAttack(max_queries=300, seed=8)(model, x, Misclassified(y))
     assert not torch.equal(other_seed.adversarial, whole.adversarial)
 
 
 def test_constant_model_reports_initialisation_failure():
     x = torch.zeros(3, 4, dtype=torch.float64)
-    result = boundary_attack(
-        lambda z: torch.zeros(len(z), dtype=torch.long), x, torch.zeros(3, dtype=torch.long),
-        init_attempts=20,
-    )
+    constant = decide(lambda z: torch.zeros(len(z), dtype=torch.long))
+    result = BoundaryAttack(init_attempts=20)(constant, x, Misclassified(torch.zeros(3).long()))
     assert not result.success.any()
     assert torch.isinf(result.l2).all()
     assert torch.equal(result.adversarial, x)
@@ -87,20 +94,24 @@ def test_constant_model_reports_initialisation_failure():
 
 def test_non_adversarial_starting_points_are_reported(two_gaussian, class0_points):
     x, y = class0_points
-    result = boundary_attack(classify(two_gaussian), x, y, starts=x.flip(0), max_queries=100)
+    attack = BoundaryAttack(max_queries=100)
+    result = attack(classify(two_gaussian), x, Misclassified(y), starts=x.flip(0))
     assert not result.success.any()
     assert all(s == "starting point is not adversarial" for s in result.status)
 
 
 def test_already_adversarial_input_is_returned_unchanged(two_gaussian):
     x = two_gaussian.on_axis([0.1])
-    result = boundary_attack(classify(two_gaussian), x, torch.tensor([0]))
+    result = BoundaryAttack()(classify(two_gaussian), x, Misclassified(torch.tensor([0])))
     assert result.success.all() and result.l2.item() == 0 and result.queries.item() == 1
 
 
 def c_plus_1(two_gaussian, threshold=6.2):
     det = LikelihoodDetector(threshold=threshold, num_dims=two_gaussian.dim)
-    return ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim, det), det
+    tm = ThreatModel(
+        two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim, det, num_classes=2
+    )
+    return tm, det
 
 
 def test_modified_boundary_attack_respects_detector_and_is_near_analytic(two_gaussian):
@@ -110,9 +121,8 @@ def test_modified_boundary_attack_respects_detector_and_is_near_analytic(two_gau
     x, y = m.on_axis(s0), torch.zeros(3, dtype=torch.long)
     pool_s = torch.linspace(-0.4, 0.4, 9)
     pool_x, pool_y = m.on_axis(pool_s), (pool_s > 0).long()
-    result, targets = modified_boundary_attack(
-        tm.decision, x, y, pool_x, pool_y, reject_label=2, max_queries=BUDGET
-    )
+    result = modified_boundary_attack(BoundaryAttack(max_queries=BUDGET), tm, x, y, pool_x, pool_y)
+    targets = result.targets
     assert targets.tolist() == [1, 1, 1]
     assert result.success.all()
     assert torch.equal(tm.decision(result.adversarial), targets)
@@ -126,10 +136,9 @@ def test_c_plus_1_attack_from_noise_cannot_initialise(two_gaussian):
     """Section 6.2: random images are all "non-image", so the plain initialisation fails."""
     tm, _ = c_plus_1(two_gaussian)
     x = two_gaussian.on_axis([-0.3, -0.2])
-    result = boundary_attack(
-        tm.decision, x, torch.zeros(2, dtype=torch.long), targets=torch.ones(2, dtype=torch.long),
-        reject_label=2, init_attempts=50,
-    )
+    y, targets = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
+    criterion = TargetedMisclassified(targets, y) & NotDetected(tm.detector)
+    result = BoundaryAttack(init_attempts=50)(tm, x, criterion)
     assert not result.success.any()
     assert all("initialisation failed" in s for s in result.status)
 
@@ -139,9 +148,9 @@ def test_untargeted_c_plus_1_never_counts_non_image_as_success(two_gaussian):
     x = two_gaussian.on_axis([-0.25])
     start = two_gaussian.on_axis([0.25])
     assert tm.decision(x).item() == 0 and tm.decision(start).item() == 1
-    result = boundary_attack(
-        tm.decision, x, torch.tensor([0]), starts=start, reject_label=2, max_queries=500
-    )
+    decision = decide(tm.decision, reject_label=2)  # the C+1-way decision, labels only
+    criterion = Misclassified(torch.tensor([0])) & NotDetected()
+    result = BoundaryAttack(max_queries=500)(decision, x, criterion, starts=start)
     assert result.success.all()
     assert tm.decision(result.adversarial).item() == 1
     assert not det.detected(two_gaussian.bits_per_dim(result.adversarial)).any()
@@ -152,11 +161,11 @@ def test_starting_points_are_correct_undetected_images_of_the_target(two_gaussia
     pool_s = torch.tensor([-0.25, 0.25, 0.02, 0.3, -0.02])  # ±0.02 lie in the detected gap
     pool_x, pool_y = two_gaussian.on_axis(pool_s), torch.tensor([0, 1, 1, 0, 0])
     targets = torch.tensor([1, 1, 1, 1, 0, 0])
-    starts = select_starting_points(tm.decision, pool_x, pool_y, targets, seed=3)
+    starts = select_starting_points(tm, pool_x, pool_y, targets, seed=3)
     assert torch.equal(starts[:4], pool_x[1:2].expand(4, -1, -1, -1))
     assert torch.equal(starts[4:], pool_x[:1].expand(2, -1, -1, -1))
     with pytest.raises(ValueError, match="no pool image of class 1"):
-        select_starting_points(tm.decision, pool_x[2:], pool_y[2:], targets, seed=3)
+        select_starting_points(tm, pool_x[2:], pool_y[2:], targets, seed=3)
 
 
 def test_random_targets_differ_from_labels_and_cover_classes():
@@ -195,9 +204,9 @@ def test_low_frequency_proposals_near_analytic_and_batch_invariant(model_classes
     x = (model.means[0] + noise).reshape(4, 1, 8, 8)
     y = torch.zeros(4, dtype=torch.long)
     analytic = -(x.flatten(1) @ model.u)
-    run = {"max_queries": BUDGET, "seed": 1, "proposal_scale": 2}
-    whole = boundary_attack(classify(model), x, y, **run)
-    split = boundary_attack(classify(model), x, y, batch_size=3, **run)
+    attack = BoundaryAttack(max_queries=BUDGET, seed=1, proposal_scale=2)
+    whole = attack(classify(model), x, Misclassified(y))
+    split = attack(classify(model), x, Misclassified(y), batch_size=3)
     assert whole.success.all() and (whole.queries <= BUDGET).all()
     assert (whole.l2 >= analytic * (1 - 1e-9)).all() and (whole.l2 <= 1.1 * analytic).all()
     assert torch.equal(split.adversarial, whole.adversarial)
@@ -209,7 +218,8 @@ def test_proposal_scale_validation(two_gaussian, class0_points):
         BoundaryAttack(proposal_scale=0)
     x, y = class0_points
     with pytest.raises(ValueError, match="proposal_scale"):
-        boundary_attack(classify(two_gaussian), x.flatten(1), y, max_queries=50, proposal_scale=2)
+        low = BoundaryAttack(max_queries=50, proposal_scale=2)
+        low(classify(two_gaussian), x.flatten(1), Misclassified(y))
 
 
 def test_spherical_moves_walk_along_a_boundary_without_getting_farther():
@@ -222,14 +232,14 @@ def test_spherical_moves_walk_along_a_boundary_without_getting_farther():
     x = centre.expand(3, 1, 4, 4).clone()  # three examples, three random walks
     r = 0.3
 
-    def decide(z):
+    def outside(z):
         return ((z - centre).flatten(1).norm(dim=1) >= r).long()
 
-    y = torch.zeros(3, dtype=torch.long)
+    model, y = decide(outside), torch.zeros(3, dtype=torch.long)
     kwargs = dict(max_queries=300, seed=3)
-    start = boundary_attack(decide, x, y, steps=0, **kwargs).adversarial
-    still = boundary_attack(decide, x, y, spherical_moves=False, **kwargs)
-    moved = boundary_attack(decide, x, y, **kwargs)
+    start = BoundaryAttack(steps=0, **kwargs)(model, x, Misclassified(y)).adversarial
+    still = BoundaryAttack(spherical_moves=False, **kwargs)(model, x, Misclassified(y))
+    moved = BoundaryAttack(**kwargs)(model, x, Misclassified(y))
     assert torch.equal(still.adversarial, start)
     for result in (still, moved):
         assert result.success.all()
@@ -239,15 +249,16 @@ def test_spherical_moves_walk_along_a_boundary_without_getting_farther():
     a, b = (start - x).flatten(1), (moved.adversarial - x).flatten(1)
     cosine = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
     assert (cosine < 0.9).all()
-    # on a C+1-way decision (a reject_label) the default is Brendel et al.'s rule
-    c_plus_1 = boundary_attack(decide, x, y, reject_label=2, **kwargs)
+    # on a C+1-way decision (a reject_label, NotDetected) the default is Brendel et al.'s rule
+    rejecting, detection = decide(outside, reject_label=2), Misclassified(y) & NotDetected()
+    c_plus_1 = BoundaryAttack(**kwargs)(rejecting, x, detection)
     assert torch.equal(c_plus_1.adversarial, still.adversarial)
-    forced = boundary_attack(decide, x, y, reject_label=2, spherical_moves=True, **kwargs)
+    forced = BoundaryAttack(spherical_moves=True, **kwargs)(rejecting, x, detection)
     assert torch.equal(forced.adversarial, moved.adversarial)
 
 
 def test_spherical_moves_default_follows_the_criterion(two_gaussian, class0_points):
-    """The class API decides from the criterion: off when it involves NotDetected."""
+    """The default decides from the criterion: off when it involves NotDetected."""
     from flows.attacks.boundary import _involves_detection
     from flows.attacks.criteria import Misclassified, NotDetected, Observation
 
@@ -257,16 +268,21 @@ def test_spherical_moves_default_follows_the_criterion(two_gaussian, class0_poin
     assert _involves_detection(Misclassified(y) & NotDetected())
     x, labels = class0_points
 
-    def model(z):  # a detector that rejects nothing: the criteria differ only in name
-        scores = two_gaussian.class_log_likelihoods(z)
-        return Observation(logits=scores, rejected=torch.zeros(len(z), dtype=torch.bool))
+    class RejectsNothing:  # a detector that rejects nothing: the criteria differ only in name
+        bounds, num_classes = (-0.5, 0.5), 2
+
+        def observe(self, z):
+            scores = two_gaussian.class_log_likelihoods(z)
+            return Observation(logits=scores, rejected=torch.zeros(len(z), dtype=torch.bool))
+
+    model = RejectsNothing()
 
     runs = {}
     for moves in (None, True, False):
         for detect in (False, True):
             criterion = Misclassified(labels) & NotDetected() if detect else Misclassified(labels)
             attack = BoundaryAttack(max_queries=300, seed=2, spherical_moves=moves)
-            runs[moves, detect] = attack.run(model, x, criterion).adversarial
+            runs[moves, detect] = attack(model, x, criterion).adversarial
     assert torch.equal(runs[None, False], runs[True, False])
     assert torch.equal(runs[None, True], runs[False, True])
     assert not torch.equal(runs[True, False], runs[False, False])

@@ -3,9 +3,22 @@
 import pytest
 import torch
 
-from flows.attacks import CarliniWagnerL2, LikelihoodDetector, Misclassified, carlini_wagner_l2
+from flows.attacks import (
+    CarliniWagnerL2,
+    LikelihoodDetector,
+    Misclassified,
+    NotDetected,
+    Observation,
+    TargetedMisclassified,
+    ThreatModel,
+)
 
 FAST = {"binary_search_steps": 6, "steps": 300}
+
+
+def classifier(logits_fn, num_classes=2):
+    """The threat model of a plain classifier (no detector)."""
+    return ThreatModel(logits_fn, num_classes=num_classes)
 
 
 @pytest.mark.parametrize("initial_const", [1e-3, "auto"], ids=["c0=1e-3", "c0=auto"])
@@ -15,11 +28,9 @@ def test_untargeted_two_gaussian_within_1e_2_relative(
 ):
     x, y = class0_points
     analytic = -(x.flatten(1) @ two_gaussian.u)
-    result = carlini_wagner_l2(
-        two_gaussian.class_log_likelihoods, x, y, warm_start=warm_start,
-        initial_const=initial_const, **FAST
-    )
-    assert result.success.all()
+    attack = CarliniWagnerL2(warm_start=warm_start, initial_const=initial_const, **FAST)
+    result = attack(classifier(two_gaussian.class_log_likelihoods), x, Misclassified(y))
+    assert result.success.all() and result.targets is None
     torch.testing.assert_close(result.l2, analytic, rtol=1e-2, atol=0)
     labels = two_gaussian.class_log_likelihoods(result.adversarial).argmax(1)
     assert (labels == 1).all()
@@ -37,14 +48,15 @@ def test_targeted_linear_three_classes_at_log_likelihood_scale(model_classes):
     dist = {t: torch.tensor([model.min_distance(xi, 0, t) for xi in x]) for t in (1, 2)}
     nearest = torch.where(dist[1] < dist[2], 1, 2)
     assert nearest.tolist() == [1, 2]  # different runner-ups, so a wrong pick would show
-    untargeted = carlini_wagner_l2(model, x, y, **FAST)
+    untargeted = CarliniWagnerL2(**FAST)(classifier(model, 3), x, Misclassified(y))
     assert torch.equal(model(untargeted.adversarial).argmax(1), nearest)
     torch.testing.assert_close(
         untargeted.l2, torch.minimum(dist[1], dist[2]).double(), rtol=1e-2, atol=0
     )
     targets = torch.tensor([2, 1])
-    targeted = carlini_wagner_l2(model, x, y, targets=targets, **FAST)
+    targeted = CarliniWagnerL2(**FAST)(classifier(model, 3), x, TargetedMisclassified(targets, y))
     assert torch.equal(model(targeted.adversarial).argmax(1), targets)
+    assert torch.equal(targeted.targets, targets)  # the result carries the criterion's targets
     expected = torch.stack([dist[2][0], dist[1][1]]).double()
     torch.testing.assert_close(targeted.l2, expected, rtol=1e-2, atol=0)
 
@@ -56,19 +68,19 @@ def test_detection_aware_matches_analytic_and_plain_cw_is_detected(two_gaussian)
     x, y = m.on_axis(s0), torch.zeros(3, dtype=torch.long)
     assert not det.detected(m.bits_per_dim(x)).any()
     s_star = m.first_undetected_s(det.threshold)
-    plain = carlini_wagner_l2(m.class_log_likelihoods, x, y, **FAST)
+    plain = CarliniWagnerL2(**FAST)(classifier(m.class_log_likelihoods), x, Misclassified(y))
     assert plain.success.all() and det.detected(m.bits_per_dim(plain.adversarial)).all()
-    aware = carlini_wagner_l2(
-        m.class_log_likelihoods, x, y, bits_per_dim_fn=m.bits_per_dim, detector=det, **FAST
-    )
+    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, num_classes=2)
+    aware = CarliniWagnerL2(**FAST)(tm, x, Misclassified(y) & NotDetected(det))
     assert aware.success.all()
     assert not det.detected(m.bits_per_dim(aware.adversarial)).any()
     assert (m.class_log_likelihoods(aware.adversarial).argmax(1) == 1).all()
     torch.testing.assert_close(aware.l2, (s_star - s0).double(), rtol=1e-2, atol=0)
 
 
-def test_bits_from_class_scores_equal_the_two_pass_attack_with_one_call_per_step(two_gaussian):
-    """bits_dims: bits/dim from the same class log-likelihoods; bits_per_dim is never called."""
+def test_bits_from_class_scores_equal_the_two_encoding_attack_with_one_call_per_step(two_gaussian):
+    """bits_from_class_scores: bits/dim from the same class log-likelihoods (D = the detector's
+    num_dims); bits_per_dim is never called."""
     m = two_gaussian
     det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
     x, y = m.on_axis(torch.tensor([-0.3, -0.2, -0.35])), torch.zeros(3, dtype=torch.long)
@@ -82,18 +94,19 @@ def test_bits_from_class_scores_equal_the_two_pass_attack_with_one_call_per_step
         calls["bits"] += 1
         return m.bits_per_dim(z)
 
-    two_pass = carlini_wagner_l2(scores, x, y, bits_per_dim_fn=bits, detector=det, **FAST)
+    criterion = Misclassified(y) & NotDetected(det)
+    two = ThreatModel(scores, bits, det, num_classes=2)
+    two_encodings = CarliniWagnerL2(**FAST)(two, x, criterion)
     assert calls["bits"] == calls["scores"] > 0
     calls.update(scores=0, bits=0)
-    one_pass = carlini_wagner_l2(scores, x, y, bits_dims=m.dim, detector=det, **FAST)
+    one = ThreatModel(scores, bits, det, num_classes=2, bits_from_class_scores=True)
+    one_encoding = CarliniWagnerL2(**FAST)(one, x, criterion)
     assert calls["bits"] == 0 and calls["scores"] > 0
-    assert torch.equal(one_pass.success, two_pass.success) and one_pass.success.all()
-    torch.testing.assert_close(one_pass.l2, two_pass.l2, rtol=1e-6, atol=1e-9)
-    assert not det.detected(m.bits_per_dim(one_pass.adversarial)).any()
-    with pytest.raises(ValueError, match="not both"):
-        carlini_wagner_l2(scores, x, y, bits_per_dim_fn=bits, bits_dims=m.dim, detector=det)
-    with pytest.raises(ValueError, match="bits_dims must be"):
-        carlini_wagner_l2(scores, x, y, bits_dims=0, detector=det)
+    assert torch.equal(one_encoding.success, two_encodings.success) and one_encoding.success.all()
+    torch.testing.assert_close(one_encoding.l2, two_encodings.l2, rtol=1e-6, atol=1e-9)
+    assert not det.detected(m.bits_per_dim(one_encoding.adversarial)).any()
+    with pytest.raises(ValueError, match="bits_from_class_scores needs a detector"):
+        ThreatModel(scores, num_classes=2, bits_from_class_scores=True)
 
 
 def test_auto_initial_const_is_twice_the_lagrange_multiplier_of_a_linear_model(model_classes):
@@ -108,14 +121,8 @@ def test_auto_initial_const_is_twice_the_lagrange_multiplier_of_a_linear_model(m
     x = torch.tensor([[0.1, 0.1, 0.0, -0.2], [0.1, -0.2, 0.3, 0.0]], dtype=torch.float64)
     y = model(x).argmax(1)
     expected = {}
-
-    def observe(z):
-        from flows.attacks import Observation
-
-        return Observation(logits=model(z))
-
     attack = CarliniWagnerL2(initial_const="auto")
-    const = attack._linearised_const(observe, x, Misclassified(y))
+    const = attack._linearised_const(classifier(model, 3), x, Misclassified(y))
     w = torch.tensor(weight, dtype=torch.float64)
     scores = model(x)
     for i in range(2):
@@ -123,7 +130,8 @@ def test_auto_initial_const_is_twice_the_lagrange_multiplier_of_a_linear_model(m
         margin = scores[i, y[i]] - scores[i, runner_up]
         expected[i] = 2 * (2 * margin / (w[y[i]] - w[runner_up]).pow(2).sum())
     torch.testing.assert_close(const, torch.stack([expected[0], expected[1]]), rtol=1e-12, atol=0)
-    result = carlini_wagner_l2(model, x, y, initial_const="auto", binary_search_steps=1, steps=300)
+    one_step = CarliniWagnerL2(initial_const="auto", binary_search_steps=1, steps=300)
+    result = one_step(classifier(model, 3), x, Misclassified(y))
     dist = torch.tensor([
         min(model.min_distance(xi, 0, t) for t in (1, 2)) for xi in x
     ], dtype=torch.float64)
@@ -133,7 +141,8 @@ def test_auto_initial_const_is_twice_the_lagrange_multiplier_of_a_linear_model(m
 
 def test_confidence_gives_the_requested_log_posterior_margin(two_gaussian, class0_points):
     x, y = class0_points
-    result = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, confidence=3.0, **FAST)
+    attack = CarliniWagnerL2(confidence=3.0, **FAST)
+    result = attack(classifier(two_gaussian.class_log_likelihoods), x, Misclassified(y))
     log_post = torch.log_softmax(two_gaussian.class_log_likelihoods(result.adversarial), 1)
     assert (log_post[:, 1] - log_post[:, 0] >= 3.0).all()
 
@@ -143,7 +152,7 @@ def test_bounds_respected_when_the_box_binds(model_classes):
     _, Linear = model_classes
     model = Linear([[0.0, 0.0], [1.0, 0.2]], [0.0, -0.45])
     x = torch.tensor([[0.3, 0.0], [0.45, -0.3]], dtype=torch.float64)
-    result = carlini_wagner_l2(model, x, torch.zeros(2, dtype=torch.long), **FAST)
+    result = CarliniWagnerL2(**FAST)(classifier(model), x, Misclassified(torch.zeros(2).long()))
     assert result.success.all()
     assert result.adversarial.min() >= -0.5 and result.adversarial.max() <= 0.5
     assert (result.l2 > torch.tensor([model.min_distance(xi, 0, 1) for xi in x])).all()
@@ -151,10 +160,11 @@ def test_bounds_respected_when_the_box_binds(model_classes):
 
 def test_deterministic_and_batch_size_invariant(two_gaussian, class0_points):
     x, y = class0_points
-    kwargs = {"binary_search_steps": 3, "steps": 100}
-    whole = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, **kwargs)
-    again = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, **kwargs)
-    split = carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, batch_size=4, **kwargs)
+    attack = CarliniWagnerL2(binary_search_steps=3, steps=100)
+    model = classifier(two_gaussian.class_log_likelihoods)
+    whole = attack(model, x, Misclassified(y))
+    again = attack(model, x, Misclassified(y))
+    split = attack(model, x, Misclassified(y), batch_size=4)
     for other in (again, split):
         torch.testing.assert_close(other.adversarial, whole.adversarial, rtol=0, atol=1e-12)
         assert torch.equal(other.queries, whole.queries)
@@ -168,7 +178,7 @@ def test_constant_model_fails_and_never_claims_success():
         scores = torch.tensor([2.0, 1.0], dtype=z.dtype).expand(len(z), 2)
         return scores + 0 * z.sum(1, keepdim=True)  # differentiable, gradient zero
 
-    result = carlini_wagner_l2(constant, x, torch.zeros(3, dtype=torch.long), **FAST)
+    result = CarliniWagnerL2(**FAST)(classifier(constant), x, Misclassified(torch.zeros(3).long()))
     assert not result.success.any()
     assert torch.isinf(result.l2).all()
     assert torch.equal(result.adversarial, x)
@@ -179,20 +189,27 @@ def test_already_misclassified_input_costs_nothing(model_classes):
     _, Linear = model_classes
     model = Linear([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])
     x = torch.tensor([[0.0, 0.3]], dtype=torch.float64)
-    result = carlini_wagner_l2(model, x, torch.tensor([0]), binary_search_steps=1, steps=10)
+    attack = CarliniWagnerL2(binary_search_steps=1, steps=10)
+    result = attack(classifier(model), x, Misclassified(torch.tensor([0])))
     assert result.success.all() and result.l2.item() < 1e-5
 
 
 def test_argument_validation(two_gaussian, class0_points):
     x, y = class0_points
-    with pytest.raises(ValueError, match="need a detector"):
-        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, bits_per_dim_fn=abs)
-    with pytest.raises(ValueError, match="need a detector"):
-        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y, bits_dims=8)
+    scores = two_gaussian.class_log_likelihoods
+    with pytest.raises(ValueError, match="must be given together"):
+        ThreatModel(scores, abs, num_classes=2)
+    with pytest.raises(ValueError, match="bits_from_class_scores needs a detector"):
+        ThreatModel(scores, num_classes=2, bits_from_class_scores=True)
+    with pytest.raises(ValueError, match="needs a detector and bits_per_dim"):  # no bits/dim
+        CarliniWagnerL2(**FAST)(classifier(scores), x, Misclassified(y) & NotDetected(
+            LikelihoodDetector(6.2, 8)))
     with pytest.raises(ValueError, match="bounds"):
-        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x + 1.0, y)
+        CarliniWagnerL2()(classifier(scores), x + 1.0, Misclassified(y))
     with pytest.raises(ValueError, match="labels must have shape"):
-        carlini_wagner_l2(two_gaussian.class_log_likelihoods, x, y[:2])
+        CarliniWagnerL2()(classifier(scores), x, Misclassified(y[:2]))
+    with pytest.raises(ValueError, match=r"logits_fn: must return class scores \(6, 3\)"):
+        CarliniWagnerL2()(classifier(scores, 3), x, Misclassified(y))
     with pytest.raises(ValueError, match="steps"):
         CarliniWagnerL2(steps=0)
     for bad in (0, -1.0, "linear"):
@@ -200,14 +217,20 @@ def test_argument_validation(two_gaussian, class0_points):
             CarliniWagnerL2(initial_const=bad)
 
 
-def test_class_api_with_criterion_object(two_gaussian, class0_points):
+def test_any_model_with_observe_bounds_and_num_classes(two_gaussian, class0_points):
+    """The attack needs only ``observe``, ``bounds`` and ``num_classes`` of its model."""
     x, y = class0_points
-    from flows.attacks import Observation
 
-    result = CarliniWagnerL2(**FAST).run(
-        lambda z: Observation(logits=two_gaussian.class_log_likelihoods(z)), x, Misclassified(y)
-    )
+    class Own:
+        bounds, num_classes = (-0.5, 0.5), 2
+
+        def observe(self, z):
+            return Observation(logits=two_gaussian.class_log_likelihoods(z))
+
+    result = CarliniWagnerL2(**FAST)(Own(), x, Misclassified(y))
     assert result.success.all()
+    hook = CarliniWagnerL2(**FAST).run(Own(), x, Misclassified(y))  # one batch, not validated
+    assert torch.equal(hook.adversarial, result.adversarial)
 
 
 @pytest.mark.parametrize("slope, expect_success", [(0.01, False), (0.2, True)])
@@ -223,7 +246,7 @@ def test_float32_win_below_rounding_of_large_scores_is_not_a_success(slope, expe
         base = torch.full((len(z), 1), -5000.0, dtype=z.dtype) + 0 * z[:, :1]
         return torch.cat([base, base + slope * (z[:, :1] - 0.4)], dim=1)
 
-    result = carlini_wagner_l2(scores, x, torch.zeros(2, dtype=torch.long), **FAST)
+    result = CarliniWagnerL2(**FAST)(classifier(scores), x, Misclassified(torch.zeros(2).long()))
     assert torch.equal(result.success, torch.full((2,), expect_success))
     if expect_success:
         margin = slope * (result.adversarial[:, 0].double() - 0.4)

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import flows
-import flows.attack as cli
-from flows.attack import AttackConfig, run_experiment
-from flows.attacks import PAPER_RECALL, LikelihoodDetector, flows_threat_model
+import flows.cli.attack as cli
+from flows.attacks import PAPER_RECALL, LikelihoodDetector, experiment, flows_threat_model
+from flows.attacks.experiment import AttackConfig, run_experiment
+from flows.paper import PAPER_EPS
 
 FAST = {
     "n": 4, "eps": 1.0, "threshold": 6.2, "recall_n": 30, "batch_size": 3,
@@ -78,7 +79,7 @@ def test_quantile_threshold_and_missing_eps(fake):
 def test_main_writes_json_and_images(fake, tmp_path, monkeypatch):
     model, x, y = fake
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
+    monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
     argv = [str(tmp_path), "--attack", "boundary", "--dataset", "synthetic", "--n", "3",
             "--eps", "1.0", "--threshold", "6.2", "--recall-n", "20", "--max-queries", "300"]
     report = cli.main(argv)
@@ -109,7 +110,7 @@ def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
     assert set(y[stored["attacked_indices"]].tolist()) == {0}
 
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
+    monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
     argv = [str(tmp_path), "--attack", "cw", "--dataset", "synthetic", "--n", "3", "--eps", "1.0",
             "--threshold", "6.2", "--recall-n", "20", "--binary-search-steps", "1",
             "--cw-steps", "5", "--example-images", "0"]
@@ -123,12 +124,15 @@ def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
 def test_initial_const_option_takes_auto_or_a_positive_number():
     import argparse
 
-    assert cli._initial_const("auto") == "auto"
-    assert cli._initial_const("1e-3") == pytest.approx(1e-3)
+    parse = experiment.INITIAL_CONST.parse
+    assert parse("auto") == "auto"
+    assert parse("1e-3") == pytest.approx(1e-3)
     for bad in ("0", "-2", "nan", "linear"):
         with pytest.raises(argparse.ArgumentTypeError, match="'auto'"):
-            cli._initial_const(bad)
+            parse(bad)
     assert AttackConfig(attack="cw").initial_const == "auto"
+    with pytest.raises(ValueError, match="^initial_const must be a finite number > 0 or 'auto'"):
+        AttackConfig(attack="cw", initial_const=0.0)
 
 
 def test_proposal_scale_reaches_the_boundary_attack(fake):
@@ -147,7 +151,7 @@ def test_spherical_moves_option_reaches_the_boundary_attack(fake, tmp_path, monk
     auto (default) is on for the plain attack."""
     model, x, y = fake
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
+    monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
     argv = [str(tmp_path), "--attack", "boundary", "--dataset", "synthetic", "--n", "3",
             "--eps", "1.0", "--threshold", "6.2", "--recall-n", "20", "--max-queries", "300",
             "--example-images", "0"]
@@ -174,7 +178,7 @@ def mislabelled(fake):
 
 def full_pass_positions(model, x, y, n, order_seed=0):
     """The reference: classify every image in the fixed order, keep the first n correct."""
-    order = cli.test_order(len(x), order_seed)
+    order = experiment.test_order(len(x), order_seed)
     labels = flows_threat_model(model, noise_seed=0).classify(x[order])
     correct = torch.nonzero(labels == y[order]).flatten()
     return order, correct[:n]
@@ -191,7 +195,7 @@ def test_lazy_classification_picks_the_images_of_a_full_pass(mislabelled, n, bat
         seen.append(len(batch))
         return flows_threat_model(model, noise_seed=0).classify(batch)
 
-    positions, examined = cli.first_correct(classify, x[order], y[order], n, batch_size)
+    positions, examined = experiment.first_correct(classify, x[order], y[order], n, batch_size)
     assert positions.tolist() == expected.tolist()
     last = int(expected[-1]) + 1  # images up to the n-th correct one, rounded up to a batch
     assert examined == sum(seen) == min(-(-last // batch_size) * batch_size, 30)
@@ -210,12 +214,12 @@ def test_lazy_classification_picks_the_images_of_a_full_pass(mislabelled, n, bat
 def test_lazy_classification_with_too_few_correct_images(mislabelled):
     model, x, y = mislabelled
     order, expected = full_pass_positions(model, x, y, 30)
-    positions, examined = cli.first_correct(
+    positions, examined = experiment.first_correct(
         flows_threat_model(model, noise_seed=0).classify, x[order], y[order], 30, 4
     )
     assert positions.tolist() == expected.tolist() and len(positions) == 24 and examined == 30
     config = AttackConfig(attack="cw", **{**FAST, "n": 25})
-    with pytest.raises(cli.ExperimentError, match="only 24 of the 30 test images"):
+    with pytest.raises(experiment.ExperimentError, match="only 24 of the 30 test images"):
         run_experiment(model, x, y, config, progress=False)
 
 
@@ -226,12 +230,12 @@ def test_boundary_det_pool_is_the_first_images_not_attacked(mislabelled, monkeyp
     order, expected = full_pass_positions(model, x, y, 4)
     captured = {}
 
-    def spy(decision, x_, y_, pool_x, pool_y, **kwargs):
+    def spy(attack, model_, x_, y_, pool_x, pool_y, **kwargs):
         captured["pool_x"], captured["pool_y"] = pool_x, pool_y
-        return modified(decision, x_, y_, pool_x, pool_y, **kwargs)
+        return modified(attack, model_, x_, y_, pool_x, pool_y, **kwargs)
 
-    modified = cli.modified_boundary_attack
-    monkeypatch.setattr(cli, "modified_boundary_attack", spy)
+    modified = experiment.modified_boundary_attack
+    monkeypatch.setattr(experiment, "modified_boundary_attack", spy)
     config = AttackConfig(attack="boundary-det", **{**FAST, "pool_size": 15, "max_queries": 50})
     run_experiment(model, x, y, config, progress=False)
     keep = [p for p in range(30) if p not in expected.tolist()][:15]
@@ -241,7 +245,7 @@ def test_boundary_det_pool_is_the_first_images_not_attacked(mislabelled, monkeyp
 
 def recall_bits(model, x, n, order_seed=0):
     """Bits/dim of the first n images of the fixed order under the noise of seed 0."""
-    order = cli.test_order(len(x), order_seed)[:n]
+    order = experiment.test_order(len(x), order_seed)[:n]
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     return torch.cat([model.bits_per_dim(x[i : i + 1], generator=gen()) for i in order])
 
@@ -269,7 +273,7 @@ def test_default_detector_is_set_at_the_papers_recall(fake, dataset):
                                     dataset, progress=False)
     assert quantile["detector"]["rule"] == "quantile"
     assert quantile["config"]["threshold_quantile"] == 0.5
-    with pytest.raises(cli.ExperimentError, match="no paper recall"):
+    with pytest.raises(experiment.ExperimentError, match="no paper recall"):
         run_experiment(model, x, y, config, "synthetic", progress=False)
 
 
@@ -278,7 +282,7 @@ def test_paper_recall_has_one_home():
 
     assert PAPER_RECALL == {"mnist": 1.0, "cifar10": 0.786}
     assert trained.PAPER_RECALL is PAPER_RECALL
-    assert set(PAPER_RECALL) == set(cli.PAPER_EPS)
+    assert set(PAPER_RECALL) == set(PAPER_EPS)
 
 
 def test_fixed_threshold_far_from_the_papers_recall_warns(fake):
@@ -313,7 +317,7 @@ def test_cli_default_detector_and_recall_warning(fake, tmp_path, monkeypatch, ca
         json.dumps({"train": {"dataset": "mnist", "data_root": str(tmp_path)}})
     )
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
-    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
+    monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
     argv = [str(tmp_path), "--attack", "cw", "--n", "2", "--eps", "1.0", "--recall-n", "30",
             "--binary-search-steps", "1", "--cw-steps", "2", "--example-images", "0"]
     default = cli.main(argv)
@@ -341,12 +345,12 @@ def test_imagefolder_runs_take_the_papers_defaults_of_their_preset(fake, tmp_pat
     loaded = []
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
     monkeypatch.setattr(
-        cli, "_load_test_set", lambda *args, **kwargs: loaded.append(args[:2]) or (x, y)
+        experiment, "load_test_set", lambda *args, **kwargs: loaded.append(args[:2]) or (x, y)
     )
     report = cli.main([str(tmp_path), "--attack", "cw", "--n", "2", "--recall-n", "30",
                        "--binary-search-steps", "1", "--cw-steps", "2", "--example-images", "0"])
     assert loaded == [("imagefolder", tmp_path)]
-    assert report["config"]["eps"] == cli.PAPER_EPS["cifar10"]
+    assert report["config"]["eps"] == PAPER_EPS["cifar10"]
     assert report["detector"]["threshold_quantile"] == PAPER_RECALL["cifar10"]
     assert report["data"] == {"dataset": "imagefolder", "data_root": str(tmp_path)}
 
@@ -356,7 +360,7 @@ def test_example_figure_shows_labels_bits_and_verdicts(fake, tmp_path, attack):
     model, x, y = fake
     config = AttackConfig(attack=attack, **FAST)
     report, result, attacked = run_experiment(model, x, y, config, progress=False)
-    fig, axes = cli.example_figure(attacked, result, report, 3)
+    fig, axes = experiment.example_figure(attacked, result, report, 3)
     assert axes.shape == (3, 3)
     title = fig.get_suptitle()
     assert attack in title and "ε = 1 (L2)" in title and "6.200 bits/dim" in title
@@ -379,10 +383,10 @@ def test_example_figure_shows_labels_bits_and_verdicts(fake, tmp_path, attack):
         assert difference.startswith("|adversarial − clean|")
         # every detection-aware attack here succeeds undetected within ε = 1 (see above)
         assert verdicts == ["fools", "undetected", "within ε"]
-    path = cli.save_examples(tmp_path / "examples.png", attacked, result, report, 3)
+    path = experiment.save_examples(tmp_path / "examples.png", attacked, result, report, 3)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert cli.example_figure(attacked.flatten(1), result, report, 3) is None
-    assert cli.example_figure(attacked, result, report, 0) is None
+    assert experiment.example_figure(attacked.flatten(1), result, report, 3) is None
+    assert experiment.example_figure(attacked, result, report, 0) is None
 
 
 @pytest.mark.parametrize(
@@ -410,3 +414,32 @@ def test_example_figure_shows_labels_bits_and_verdicts(fake, tmp_path, attack):
 def test_attack_config_rejects_out_of_range_values(changes, field):
     with pytest.raises(ValueError, match=f"^{field} must"):
         AttackConfig(**{"attack": "cw", **changes})
+
+
+def test_python_m_flows_attack_is_the_cli_and_keeps_the_names_callers_import():
+    """``flows.attack`` is a shim: ``python -m flows.attack`` runs :mod:`flows.cli.attack`, and
+    the names ``paper_figures`` and the notebooks import from it stay importable there."""
+    import subprocess
+    import sys
+
+    import flows.attack as shim
+
+    assert shim.main is cli.main
+    assert shim.AttackConfig is AttackConfig and shim.run_experiment is run_experiment
+    assert shim.PAPER_EPS is PAPER_EPS and shim.ExperimentError is experiment.ExperimentError
+    done = subprocess.run([sys.executable, "-m", "flows.attack", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "--spherical-moves" in done.stdout
+
+
+def test_every_config_field_is_an_option_and_only_given_ones_reach_the_config(tmp_path):
+    """The parser is generated from AttackConfig: one option per field; options not given stay
+    out of the namespace, so every default is the dataclass's."""
+    parser = cli.build_parser()
+    options = {a.dest: a for a in parser._actions}
+    for field in dataclasses.fields(AttackConfig):
+        assert field.name in options, field.name
+        assert options[field.name].required == (field.name == "attack")
+    given = vars(parser.parse_args([str(tmp_path), "--attack", "cw"]))
+    assert given == {"run_dir": given["run_dir"], "attack": "cw", "data_root": None,
+                     "device": "cpu", "output": None, "stored_order": False}

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import flows
-import flows.attack as cli
+import flows.cli.attack as cli
 from flows import arguments
+from flows.attacks import experiment
 
 BASE = ["--attack", "cw", "--dataset", "synthetic", "--eps", "1.0", "--threshold", "6.2"]
 
@@ -177,7 +178,7 @@ def test_default_output_rule(tmp_path, capsys, monkeypatch, model_classes):
     x = torch.cat([model.point(-0.25), model.point(0.25)] * 3).reshape(6, 1, 2, 4)
     y = torch.tensor([0, 1] * 3)
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
-    monkeypatch.setattr(cli, "_load_test_set", lambda *args, **kwargs: (x, y))
+    monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
     fast = ["--n", "2", "--recall-n", "6", "--binary-search-steps", "1", "--cw-steps", "2",
             "--example-images", "0"]
     elsewhere = tmp_path / "results" / "mine.json"

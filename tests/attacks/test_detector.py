@@ -5,11 +5,20 @@ import math
 import pytest
 import torch
 
+from flows import paper
 from flows.attacks import PAPER_THRESHOLDS, LikelihoodDetector
 
 
-def test_paper_thresholds():
-    assert PAPER_THRESHOLDS == {"mnist": 1.4, "cifar10": 4.0}
+def test_paper_thresholds_have_one_home_and_are_bits_per_dim():
+    """The detector's thresholds are flows.paper's (no second copy), one per dataset that has a
+    recall and a budget, each a bits/dim in (0, 8): 8 bits/dim is the uniform density on the 8-bit
+    data range, so a threshold at or above it would accept uniform noise images."""
+    assert PAPER_THRESHOLDS is paper.PAPER_THRESHOLDS
+    assert set(PAPER_THRESHOLDS) == set(paper.PAPER_RECALL) == set(paper.PAPER_EPS)
+    for threshold in PAPER_THRESHOLDS.values():
+        assert 0 < threshold < 8
+        det = LikelihoodDetector(threshold=threshold, num_dims=1024)
+        assert det.detected(torch.tensor([8.0])).all()
 
 
 def test_verdict_is_strictly_above_threshold_and_recall_counts_accepted():

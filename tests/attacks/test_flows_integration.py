@@ -7,8 +7,14 @@ import pytest
 import torch
 
 import flows
-from flows.attack import AttackConfig, run_experiment
-from flows.attacks import LikelihoodDetector, carlini_wagner_l2, flows_threat_model, verify
+from flows.attacks import (
+    CarliniWagnerL2,
+    LikelihoodDetector,
+    Misclassified,
+    flows_threat_model,
+    verify,
+)
+from flows.attacks.experiment import AttackConfig, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +30,7 @@ def test_cw_on_glow_verifies_under_attack_noise(tiny):
     model, x = tiny
     tm = flows_threat_model(model, LikelihoodDetector(12.0, model.num_dims), noise_seed=0)
     y = tm.classify(x)
-    result = carlini_wagner_l2(tm.logits_fn, x, y, binary_search_steps=2, steps=20)
+    result = CarliniWagnerL2(binary_search_steps=2, steps=20)(tm.with_detector(None), x, Misclassified(y))
     assert result.success.any()
     assert result.adversarial.min() >= -0.5 and result.adversarial.max() <= 0.5
     verification = verify(tm, x, result, y)

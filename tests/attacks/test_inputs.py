@@ -12,13 +12,15 @@ import torch
 
 from flows.attacks import (
     AttackResult,
+    BoundaryAttack,
+    CarliniWagnerL2,
+    DecisionModel,
     LikelihoodDetector,
     Misclassified,
+    NotDetected,
     Observation,
     TargetedMisclassified,
     ThreatModel,
-    boundary_attack,
-    carlini_wagner_l2,
     modified_boundary_attack,
     random_targets,
     verify,
@@ -26,8 +28,8 @@ from flows.attacks import (
 from flows.attacks.base import check_inputs
 
 _literal = re.escape
-FAST_CW = {"binary_search_steps": 1, "steps": 2}
-FAST_BOUNDARY = {"max_queries": 20, "init_attempts": 2}
+FAST_CW = CarliniWagnerL2(binary_search_steps=1, steps=2)
+FAST_BOUNDARY = BoundaryAttack(max_queries=20, init_attempts=2)
 
 
 @pytest.fixture
@@ -54,6 +56,16 @@ def at(values):
     return torch.tensor(values, dtype=torch.long)
 
 
+def criterion(y, targets=None):
+    """What the attacks take: the true labels, or the targets with the true labels (checked)."""
+    return Misclassified(y) if targets is None else TargetedMisclassified(targets, y)
+
+
+def threat_model(m, eps=None):
+    det = LikelihoodDetector(6.2, m.dim)
+    return ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, eps=eps, num_classes=2)
+
+
 # (id, how to change (x, y, targets), substring of the message)
 CASES = [
     ("nan-x", lambda x, y, t: (with_nan(x), y, t), "x: contains NaN or inf (first at example 2)"),
@@ -78,91 +90,91 @@ IDS = [case[0] for case in CASES]
 
 
 @pytest.mark.parametrize(("name", "change", "message"), CASES, ids=IDS)
-def test_carlini_wagner_l2(setup, name, change, message):
+def test_carlini_wagner(setup, name, change, message):
     m, x, y = setup
     x, y, targets = change(x, y, None)
     with pytest.raises(ValueError, match=_literal(message)):
-        carlini_wagner_l2(m.class_log_likelihoods, x, y, targets=targets, **FAST_CW)
+        FAST_CW(ThreatModel(m.class_log_likelihoods, num_classes=2), x, criterion(y, targets))
 
 
 @pytest.mark.parametrize(("name", "change", "message"), CASES, ids=IDS)
 def test_boundary_attack_with_num_classes(setup, name, change, message):
     m, x, y = setup
     x, y, targets = change(x, y, None)
-    decide = lambda z: m.class_log_likelihoods(z).argmax(1)  # noqa: E731
+    decide = DecisionModel(lambda z: m.class_log_likelihoods(z).argmax(1), num_classes=2)
     with pytest.raises(ValueError, match=_literal(message)):
-        boundary_attack(decide, x, y, targets=targets, num_classes=2, **FAST_BOUNDARY)
+        FAST_BOUNDARY(decide, x, criterion(y, targets))
 
 
 @pytest.mark.parametrize(("name", "change", "message"), CASES, ids=IDS)
 def test_verify(setup, name, change, message):
     m, x, y = setup
     x, y, targets = change(x, y, None)
-    det = LikelihoodDetector(6.2, m.dim)
-    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, eps=1.0)
+    tm = threat_model(m, eps=1.0)
     clean = torch.nan_to_num(x, nan=0.0, posinf=0.0)
-    result = AttackResult(clean, torch.ones(len(x), dtype=torch.bool), torch.zeros(len(x)),
-                          torch.ones(len(x), dtype=torch.long), ("",) * len(x))
-    with pytest.raises(ValueError, match=_literal(message)):
-        verify(tm, x, result, y, targets=targets)
+    with pytest.raises(ValueError, match=_literal(message)):  # the result carries the targets
+        result = AttackResult(clean, torch.ones(len(x), dtype=torch.bool), torch.zeros(len(x)),
+                              torch.ones(len(x), dtype=torch.long), ("",) * len(x), targets)
+        verify(tm, x, result, y)
 
 
 @pytest.mark.parametrize(("name", "change", "message"), CASES, ids=IDS)
 def test_modified_boundary_attack(setup, name, change, message):
     m, x, y = setup
     x, y, targets = change(x, y, None)
-    det = LikelihoodDetector(6.2, m.dim)
-    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det)
     pool_x, pool_y = m.on_axis([-0.25, 0.25]), at([0, 1])
     with pytest.raises(ValueError, match=_literal(message)):
-        modified_boundary_attack(tm.decision, x, y, pool_x, pool_y, reject_label=2,
-                                 targets=targets, **FAST_BOUNDARY)
+        modified_boundary_attack(FAST_BOUNDARY, threat_model(m), x, y, pool_x, pool_y,
+                                 targets=targets)
 
 
-def test_boundary_attack_num_classes_defaults_to_reject_label(setup):
+def test_decision_model_num_classes_defaults_to_reject_label(setup):
     """A label equal to the reject label (C) is not a class: it used to succeed at L2 = 0."""
     m, x, y = setup
-    det = LikelihoodDetector(6.2, m.dim)
-    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det)
+    tm = threat_model(m)
     message = "y: labels must lie in [0, 2), got 2 at index 0"
+    c_plus_1 = DecisionModel(tm.decision, reject_label=2)
+    assert c_plus_1.num_classes == 2
     with pytest.raises(ValueError, match=_literal(message)):
-        boundary_attack(tm.decision, x, at([2, 0, 0, 0]), reject_label=2, **FAST_BOUNDARY)
+        FAST_BOUNDARY(c_plus_1, x, Misclassified(at([2, 0, 0, 0])) & NotDetected())
     with pytest.raises(ValueError, match="reject_label: must not be a class label"):
-        boundary_attack(tm.decision, x, y, reject_label=1, num_classes=2, **FAST_BOUNDARY)
+        DecisionModel(tm.decision, reject_label=1, num_classes=2)
     with pytest.raises(ValueError, match="num_classes: must be an integer >= 1"):
-        boundary_attack(tm.decision, x, y, num_classes=0, **FAST_BOUNDARY)
+        DecisionModel(tm.decision, num_classes=0)
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+        ThreatModel(m.class_log_likelihoods, num_classes=0)
 
 
 def test_boundary_attack_without_num_classes_checks_what_it_can(setup):
     m, x, y = setup
-    decide = lambda z: m.class_log_likelihoods(z).argmax(1)  # noqa: E731
+    decide = DecisionModel(lambda z: m.class_log_likelihoods(z).argmax(1))
     with pytest.raises(ValueError, match=_literal("y: labels must be >= 0, got -3 at index 1")):
-        boundary_attack(decide, x, at([0, -3, 0, 0]), **FAST_BOUNDARY)
+        FAST_BOUNDARY(decide, x, Misclassified(at([0, -3, 0, 0])))
     with pytest.raises(ValueError, match="y: labels must have an integer dtype"):
-        boundary_attack(decide, x, y.float(), **FAST_BOUNDARY)
+        FAST_BOUNDARY(decide, x, Misclassified(y.float()))
     with pytest.raises(ValueError, match="targets: must differ from the true labels"):
-        boundary_attack(decide, x, y, targets=y.clone(), **FAST_BOUNDARY)
+        FAST_BOUNDARY(decide, x, TargetedMisclassified(y.clone(), y))
 
 
 def test_modified_boundary_attack_pool(setup):
     m, x, y = setup
-    det = LikelihoodDetector(6.2, m.dim)
-    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det)
+    tm, attack = threat_model(m), BoundaryAttack()
     pool_x = m.on_axis([-0.25, 0.25])
     with pytest.raises(ValueError, match=_literal("pool_y: labels must lie in [0, 2), got 7")):
-        modified_boundary_attack(tm.decision, x, y, pool_x, at([0, 7]), reject_label=2)
+        modified_boundary_attack(attack, tm, x, y, pool_x, at([0, 7]))
     with pytest.raises(ValueError, match="pool_x: empty batch"):
-        modified_boundary_attack(tm.decision, x, y, pool_x[:0], at([]), reject_label=2)
+        modified_boundary_attack(attack, tm, x, y, pool_x[:0], at([]))
     with pytest.raises(ValueError, match="pool_x: contains NaN"):
-        modified_boundary_attack(tm.decision, x, y, with_nan(m.on_axis([0.1] * 3)), at([0, 1, 1]),
-                                 reject_label=2)
+        modified_boundary_attack(attack, tm, x, y, with_nan(m.on_axis([0.1] * 3)), at([0, 1, 1]))
+    with pytest.raises(ValueError, match="needs a threat model with a detector"):
+        modified_boundary_attack(attack, tm.with_detector(None), x, y, pool_x, at([0, 1]))
 
 
 def test_starting_points_are_checked(setup):
     m, x, y = setup
-    decide = lambda z: m.class_log_likelihoods(z).argmax(1)  # noqa: E731
+    decide = DecisionModel(lambda z: m.class_log_likelihoods(z).argmax(1))
     with pytest.raises(ValueError, match="starts: contains NaN"):
-        boundary_attack(decide, x, y, starts=with_nan(x), **FAST_BOUNDARY)
+        FAST_BOUNDARY(decide, x, Misclassified(y), starts=with_nan(x))
 
 
 def test_criteria_check_labels_against_the_class_scores():
@@ -195,5 +207,5 @@ def test_check_inputs_keeps_the_bounds_check():
 
 def test_integer_labels_of_any_width_are_accepted(setup):
     m, x, y = setup
-    result = carlini_wagner_l2(m.class_log_likelihoods, x, y.int(), **FAST_CW)
+    result = FAST_CW(ThreatModel(m.class_log_likelihoods, num_classes=2), x, Misclassified(y.int()))
     assert result.success.shape == (4,)

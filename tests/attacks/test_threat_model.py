@@ -1,20 +1,27 @@
 """Threat model, fixed-noise wrapper, re-verification and Table 2 statistics."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+import flows.attacks
 from flows.attacks import (
     AttackResult,
-    FixedNoise,
+    CarliniWagnerL2,
     LikelihoodDetector,
+    Misclassified,
     ThreatModel,
-    carlini_wagner_l2,
     flows_threat_model,
     table2_statistics,
     verify,
 )
+from flows.noise import FixedNoise
+
+
+def test_fixed_noise_has_one_home():
+    assert flows.attacks.FixedNoise is FixedNoise  # re-exported for existing imports
 
 
 def test_fixed_noise_with_generator_argument(model_classes):
@@ -83,7 +90,9 @@ def test_fixed_noise_with_global_generator_leaves_caller_state_untouched():
 
 def test_c_plus_1_decision(two_gaussian):
     det = LikelihoodDetector(threshold=6.2, num_dims=two_gaussian.dim)
-    tm = ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim, det)
+    tm = ThreatModel(
+        two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim, det, num_classes=2
+    )
     x = two_gaussian.on_axis([-0.25, -0.01, 0.01, 0.25])
     assert tm.classify(x).tolist() == [0, 0, 1, 1]
     assert tm.detected(x).tolist() == [False, True, True, False]
@@ -109,9 +118,11 @@ def test_flows_threat_model_duck_typing(model_classes):
         gen = torch.Generator().manual_seed(0)
         expected = m.class_log_likelihoods(x[i : i + 1], generator=gen)
         torch.testing.assert_close(tm.logits_fn(x)[i : i + 1], expected)
-    assert tm.eps == 1.5 and tm.bounds == (-0.5, 0.5)
+    assert tm.eps == 1.5 and tm.bounds == (-0.5, 0.5) and tm.num_classes == 2
     with pytest.raises(TypeError, match="bits_per_dim"):
         flows_threat_model(type("M", (), {"class_log_likelihoods": m.class_log_likelihoods})(), det)
+    with pytest.raises(TypeError, match="integer num_classes"):  # C is read from the model
+        flows_threat_model(type("M", (), {"class_log_likelihoods": m.class_log_likelihoods})())
     passthrough = flows_threat_model(m, noise_seed=None)
     assert passthrough.logits_fn == m.class_log_likelihoods
 
@@ -120,7 +131,7 @@ def test_verify_rejects_false_claims_and_counts_table2(two_gaussian):
     """Each example breaks exactly one rule (or none); statistics follow by hand."""
     m = two_gaussian
     det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
-    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, eps=1.0)
+    tm = ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, eps=1.0, num_classes=2)
     x = m.on_axis([-0.25] * 6)
     adv = m.on_axis([0.25, 0.02, -0.1, 0.25, 0.25, 0.25])
     adv[3, 0, 0, 0] = 0.7  # out of bounds (still class 1)
@@ -139,8 +150,9 @@ def test_verify_rejects_false_claims_and_counts_table2(two_gaussian):
     assert math.isclose(stats["success_undetected_pct"], 100 / 6)
     assert math.isclose(stats["fools_classifier_pct"], 200 / 6)
     assert len(v.records()) == 6 and v.records()[0]["success_undetected"] is True
-    targeted = verify(tm, x, result, torch.ones(6, dtype=torch.long),  # a target must not be y
-                      targets=torch.zeros(6, dtype=torch.long), eps=None)
+    targeted_result = dataclasses.replace(result, targets=torch.zeros(6, dtype=torch.long))
+    targeted = verify(tm, x, targeted_result, torch.ones(6, dtype=torch.long),  # target != y
+                      eps=None)
     assert targeted.fools_classifier.tolist() == [False, False, True, False, False, False]
 
 
@@ -150,7 +162,7 @@ def test_verification_under_attack_noise_and_under_fresh_noise(model_classes):
     m = TwoGaussian(noise=0.05)
     x, y = m.on_axis([-0.2, -0.25, -0.3, -0.22, -0.27, -0.18]), torch.zeros(6, dtype=torch.long)
     attack_tm = flows_threat_model(m, noise_seed=0)
-    result = carlini_wagner_l2(attack_tm.logits_fn, x, y, binary_search_steps=5, steps=200)
+    result = CarliniWagnerL2(binary_search_steps=5, steps=200)(attack_tm, x, Misclassified(y))
     assert result.success.all()
     same = verify(attack_tm, x, result, y)
     assert same.fools_classifier.all()
@@ -161,17 +173,17 @@ def test_verification_under_attack_noise_and_under_fresh_noise(model_classes):
 
 def test_threat_model_needs_detector_and_statistic_together(two_gaussian):
     with pytest.raises(ValueError, match="together"):
-        ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim)
+        ThreatModel(two_gaussian.class_log_likelihoods, two_gaussian.bits_per_dim, num_classes=2)
 
 
-def _two_pass(tm):
+def _two_encodings(tm):
     """The same threat model with bits/dim from its own ``bits_per_dim_fn`` (two encodings)."""
-    return ThreatModel(tm.logits_fn, tm.bits_per_dim_fn, tm.detector, tm.bounds, tm.eps)
+    return dataclasses.replace(tm, bits_from_class_scores=False)
 
 
-def test_one_pass_decision_equals_two_pass_and_encodes_once(model_classes):
+def test_one_encoding_decision_equals_two_encodings_and_encodes_once(model_classes):
     """With ``bits_from_class_scores`` the C+1 decision derives bits/dim from the class
-    log-likelihoods: same verdicts and bits/dim as the two-pass decision, half the model calls."""
+    log-likelihoods: same verdicts and bits/dim as the two-encoding decision, half the model calls."""
     TwoGaussian, _ = model_classes
 
     class Counting(TwoGaussian):
@@ -182,11 +194,11 @@ def test_one_pass_decision_equals_two_pass_and_encodes_once(model_classes):
             return super().class_log_likelihoods(x, generator)
 
     m = Counting(noise=0.05)
-    m.num_dims = m.dim  # TwoGaussian's bits/dim divides by D = dim, as flows.preprocess does
+    m.num_dims = m.dim  # TwoGaussian's bits/dim divides by D = dim, as flows.measures.bits_per_dim does
     det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
     one = flows_threat_model(m, det, noise_seed=0, bits_from_class_scores=True)
-    two = _two_pass(one)
-    assert one.bits_dims == m.dim and two.bits_dims is None
+    two = _two_encodings(one)
+    assert one.bits_from_class_scores and not two.bits_from_class_scores
     x = m.on_axis(torch.linspace(-0.3, 0.3, 13).tolist())
     m.calls = 0
     expected = two.decision(x)
@@ -201,9 +213,9 @@ def test_one_pass_decision_equals_two_pass_and_encodes_once(model_classes):
     )
 
 
-def test_one_pass_decision_on_glow_under_fixed_noise():
-    """On the real (tiny, untrained) GLOW the one-pass C+1 decision and bits/dim are exactly the
-    two-pass ones under the same fixed noise seed."""
+def test_one_encoding_decision_on_glow_under_fixed_noise():
+    """On the real (tiny, untrained) GLOW the one-encoding C+1 decision and bits/dim are exactly the
+    two-encoding ones under the same fixed noise seed."""
     import flows
 
     gen = torch.Generator().manual_seed(0)
@@ -215,7 +227,7 @@ def test_one_pass_decision_on_glow_under_fixed_noise():
     threshold = bpd.median().item()  # about half the inputs are "non-image"
     det = LikelihoodDetector(threshold, model.num_dims)
     one = flows_threat_model(model, det, noise_seed=3, bits_from_class_scores=True)
-    two = _two_pass(one)
+    two = _two_encodings(one)
     with torch.no_grad():
         decided = one.decision(x)
         assert torch.equal(decided, two.decision(x))
@@ -225,12 +237,16 @@ def test_one_pass_decision_on_glow_under_fixed_noise():
     assert not torch.equal(fresh.observe(x).bits_per_dim, bpd)  # the noise does matter
 
 
-def test_one_pass_needs_num_dims(model_classes):
+def test_one_encoding_needs_num_dims(model_classes):
     TwoGaussian, _ = model_classes
     m = TwoGaussian()
     det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
     with pytest.raises(TypeError, match="num_dims"):
         flows_threat_model(m, det, bits_from_class_scores=True)
-    assert flows_threat_model(m, bits_from_class_scores=True).bits_dims is None  # no detector
-    with pytest.raises(ValueError, match="bits_dims"):
-        ThreatModel(m.class_log_likelihoods, m.bits_per_dim, det, bits_dims=0)
+    # no detector: no bits/dim, the switch has no effect
+    assert not flows_threat_model(m, bits_from_class_scores=True).bits_from_class_scores
+    with pytest.raises(ValueError, match="bits_from_class_scores"):
+        ThreatModel(m.class_log_likelihoods, num_classes=2, bits_from_class_scores=True)
+    m.num_dims = m.dim + 1  # the detector's D must be the model's
+    with pytest.raises(ValueError, match="num_dims"):
+        flows_threat_model(m, det, bits_from_class_scores=True)

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flows.objectives import accuracy, nll_loss, objective, reweighted_loss, split_prior_loss
+from flows.measures import accuracy, bits_per_dim
+from flows.objectives import nll_loss, objective, reweighted_loss, split_prior_loss
 from flows.preprocess import (
-    bits_per_dim,
     dequantize,
     noise_log_density,
     pad_image,
