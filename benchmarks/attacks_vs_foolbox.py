@@ -81,9 +81,16 @@ class FixedNoiseClassifier(nn.Module):
 
 def small_cnn() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
     )
 
 
@@ -124,8 +131,17 @@ def weights_sha256(net: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def summarise(name: str, x: Tensor, adv: Tensor, success: Tensor, seconds: float,
-              cpu_seconds: float, queries: float, net: nn.Module, y: Tensor) -> dict:
+def summarise(
+    name: str,
+    x: Tensor,
+    adv: Tensor,
+    success: Tensor,
+    seconds: float,
+    cpu_seconds: float,
+    queries: float,
+    net: nn.Module,
+    y: Tensor,
+) -> dict:
     """Re-verify (label wrong, in bounds) and summarise one attack run."""
     with torch.no_grad():
         wrong = net(adv).argmax(1) != y
@@ -157,12 +173,19 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: stable timings on a shared machine)")
-    parser.add_argument("--skip", nargs="*", default=[],
-                        choices=list(SETTINGS))
-    parser.add_argument("--glow-run", type=Path, default=None,
-                        help="attack this trained flows run instead of the CNN")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: stable timings on a shared machine)",
+    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=list(SETTINGS))
+    parser.add_argument(
+        "--glow-run",
+        type=Path,
+        default=None,
+        help="attack this trained flows run instead of the CNN",
+    )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/attacks_vs_foolbox.json"))
     args = parser.parse_args()
 
@@ -206,15 +229,18 @@ def main() -> None:
             attack = fb.attacks.L2CarliniWagnerAttack(**kwargs)
             raw, _, success = attack(fmodel, x, y, epsilons=None)
             return raw, success, None
+
         return go
 
     def ours_boundary(**options):
         def go():
-            attack = BoundaryAttack(max_queries=args.queries, steps=10 * args.queries,
-                                    seed=args.seed, **options)
+            attack = BoundaryAttack(
+                max_queries=args.queries, steps=10 * args.queries, seed=args.seed, **options
+            )
             decision = DecisionModel(lambda z: counted(z).argmax(1), num_classes=10)
             r = attack(decision, x, Misclassified(y))
             return r.adversarial, r.success, r.queries.double().mean().item()
+
         return go
 
     def foolbox_boundary():
@@ -226,9 +252,11 @@ def main() -> None:
 
     config = {
         **{k: str(v) for k, v in vars(args).items() if k not in ("skip", "output")},
-        "classifier_test_accuracy": accuracy, "threads": torch.get_num_threads(),
+        "classifier_test_accuracy": accuracy,
+        "threads": torch.get_num_threads(),
         "classifier_sha256": weights_sha256(net),
-        "foolbox": fb.__version__, "torch": torch.__version__,
+        "foolbox": fb.__version__,
+        "torch": torch.__version__,
         "images": chosen.tolist(),
     }
     # Rows of an earlier run on the same classifier and images are kept unless re-run here, so a
@@ -236,9 +264,18 @@ def main() -> None:
     kept = []
     if args.output.is_file():
         earlier = json.loads(args.output.read_text())
-        same = all(earlier.get("config", {}).get(k) == config[k]
-                   for k in ("n", "queries", "glow_run", "seed", "epochs", "images",
-                             "classifier_test_accuracy"))
+        same = all(
+            earlier.get("config", {}).get(k) == config[k]
+            for k in (
+                "n",
+                "queries",
+                "glow_run",
+                "seed",
+                "epochs",
+                "images",
+                "classifier_test_accuracy",
+            )
+        )
         recorded = earlier.get("config", {}).get("classifier_sha256")
         same = same and recorded in (None, config["classifier_sha256"])
         if same:

@@ -63,10 +63,17 @@ def bench_find_dimension(cfg: BenchConfig) -> list[list[str]]:
     rows = []
     for eps, delta, Delta in cfg.dimension_cases:
         d = cx.find_dimension(eps, delta, Delta)  # warm-up, and the answer for the table
-        times = _time_calls(lambda a=(eps, delta, Delta): cx.find_dimension(*a), cfg.dimension_repeats)
-        rows.append([f"`find_dimension({eps:g}, {delta:g}, {Delta:g})`", f"d = {d:,}",
-                     f"{statistics.median(times) * 1e6:.1f} µs (min {min(times) * 1e6:.1f})",
-                     f"{cfg.dimension_repeats} calls"])
+        times = _time_calls(
+            lambda a=(eps, delta, Delta): cx.find_dimension(*a), cfg.dimension_repeats
+        )
+        rows.append(
+            [
+                f"`find_dimension({eps:g}, {delta:g}, {Delta:g})`",
+                f"d = {d:,}",
+                f"{statistics.median(times) * 1e6:.1f} µs (min {min(times) * 1e6:.1f})",
+                f"{cfg.dimension_repeats} calls",
+            ]
+        )
     return rows
 
 
@@ -75,21 +82,41 @@ def bench_samplers(cfg: BenchConfig) -> list[list[str]]:
     ce_norm = cx.Counterexample.from_targets(0.1, 0.01, 2e-5, d=cfg.norm_d)
     ce_point = cx.Counterexample.from_targets(0.1, 0.01, 2e-3, d=cfg.point_d)
     cases = [
-        (f"`sample_annulus_norms(n, 1, 1+Δ, d={cfg.norm_d:.0e})`", cfg.norm_n,
-         lambda: cx.sample_annulus_norms(cfg.norm_n, 1.0, 1.0 + ce_norm.Delta, cfg.norm_d, rng)),
-        (f"`sample_norms(ce, n)` joint p, d={cfg.norm_d:.0e}", cfg.norm_n,
-         lambda: cx.sample_norms(ce_norm, cfg.norm_n, "p", rng=rng)),
-        (f"`sample_annulus_points(n, 1, 1+Δ, d={cfg.point_d:.0e})`", cfg.point_n,
-         lambda: cx.sample_annulus_points(cfg.point_n, 1.0, 1.0 + ce_point.Delta, cfg.point_d, rng)),
-        (f"`sample_points(ce, n)` joint p, d={cfg.point_d:.0e}", cfg.point_n,
-         lambda: cx.sample_points(ce_point, cfg.point_n, "p", rng=rng)),
+        (
+            f"`sample_annulus_norms(n, 1, 1+Δ, d={cfg.norm_d:.0e})`",
+            cfg.norm_n,
+            lambda: cx.sample_annulus_norms(cfg.norm_n, 1.0, 1.0 + ce_norm.Delta, cfg.norm_d, rng),
+        ),
+        (
+            f"`sample_norms(ce, n)` joint p, d={cfg.norm_d:.0e}",
+            cfg.norm_n,
+            lambda: cx.sample_norms(ce_norm, cfg.norm_n, "p", rng=rng),
+        ),
+        (
+            f"`sample_annulus_points(n, 1, 1+Δ, d={cfg.point_d:.0e})`",
+            cfg.point_n,
+            lambda: cx.sample_annulus_points(
+                cfg.point_n, 1.0, 1.0 + ce_point.Delta, cfg.point_d, rng
+            ),
+        ),
+        (
+            f"`sample_points(ce, n)` joint p, d={cfg.point_d:.0e}",
+            cfg.point_n,
+            lambda: cx.sample_points(ce_point, cfg.point_n, "p", rng=rng),
+        ),
     ]
     rows = []
     for label, n, fn in cases:
         fn()  # warm-up
         median = statistics.median(_time_calls(fn, cfg.sampler_repeats))
-        rows.append([label, f"n = {n:,}", f"{n / median:,.0f} samples/s",
-                     f"median of {cfg.sampler_repeats}, {median * 1e3:.0f} ms per call"])
+        rows.append(
+            [
+                label,
+                f"n = {n:,}",
+                f"{n / median:,.0f} samples/s",
+                f"median of {cfg.sampler_repeats}, {median * 1e3:.0f} ms per call",
+            ]
+        )
     return rows
 
 
@@ -101,8 +128,10 @@ def machine_note() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
-            f"NumPy {np.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
+        f"NumPy {np.__version__}"
+    )
 
 
 def markdown_table(rows: list[list[str]]) -> str:
@@ -114,8 +143,12 @@ def markdown_table(rows: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and samples")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="find_dimension calls per case (default 2000; 200 with --quick)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="find_dimension calls per case (default 2000; 200 with --quick)",
+    )
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else BenchConfig()
     if args.repeats is not None:

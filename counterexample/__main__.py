@@ -60,15 +60,21 @@ class _Parser(argparse.ArgumentParser):
             message += f" (valid: {options})"
         elif message.startswith("argument ") and " must " not in message:
             # e.g. "expected one argument": add the valid range from the argument's help
-            name = message[len("argument "):].split(":", 1)[0]
+            name = message[len("argument ") :].split(":", 1)[0]
             for action in self._actions:
                 if name in ("/".join(action.option_strings), action.dest) and action.help:
                     message += f" ({action.option_strings[-1]}: {action.help})"
         raise UsageError(message)
 
 
-def _real(low: float | None, high: float | None, *, low_inclusive: bool = False,
-          high_inclusive: bool = False, why: str = "") -> Callable[[str], float]:
+def _real(
+    low: float | None,
+    high: float | None,
+    *,
+    low_inclusive: bool = False,
+    high_inclusive: bool = False,
+    why: str = "",
+) -> Callable[[str], float]:
     """argparse type: a finite float in the stated interval, else a message with the range (and
     ``why``, for positive values below ``low``)."""
     lo_br, hi_br = ("[" if low_inclusive else "("), ("]" if high_inclusive else ")")
@@ -84,7 +90,8 @@ def _real(low: float | None, high: float | None, *, low_inclusive: bool = False,
         if not math.isfinite(x) or too_low or too_high:
             reason = why if math.isfinite(x) and too_low and x > 0 else ""
             raise argparse.ArgumentTypeError(
-                f"must be a finite real number in {valid}, got {_shown(text)!r}{reason}")
+                f"must be a finite real number in {valid}, got {_shown(text)!r}{reason}"
+            )
         return x
 
     return parse
@@ -134,41 +141,74 @@ def _parser() -> argparse.ArgumentParser:
         description="Exact minimal dimension, KL divergences and the Proposition 1 report for the "
         "annulus counterexample of 'Conditional Generative Models are not Robust' (Appendix C).",
     )
-    p.add_argument("--eps", type=_real(0.0, None), default=0.1,
-                   help="KL budget eps > 0 (default 0.1)")
-    p.add_argument("--delta", type=_real(0.0, 0.5), default=0.01,
-                   help="confidence 0 < delta < 1/2 (default 0.01)")
-    p.add_argument("--Delta", type=_real(
-        MIN_DELTA, None, low_inclusive=True,
-        why=f" (the report evaluates densities at double-precision radii; below {MIN_DELTA:g} the "
-            "shell 1 < r <= 1+Delta holds at most 4 of them, and none once Delta <= 1.1e-16)"),
-        default=0.1, help=f"perturbation radius Delta >= {MIN_DELTA:g} (default 0.1)")
-    p.add_argument("--d", type=_integer(1, MAX_DIMENSION), default=None,
-                   help="dimension, at least the minimal one and at most 10**300 (default: the minimal one)")
-    p.add_argument("--lambda1", type=_real(0.0, 1.0), default=None,
-                   help="lambda1 in the feasible interval (default: its geometric midpoint)")
-    p.add_argument("--monte-carlo", type=_integer(2, MAX_MONTE_CARLO, also=0), default=0,
-                   metavar="N", help="also run Monte Carlo checks with N samples, 0 (off) or 2 <= N "
-                   f"<= {_fmt_int(MAX_MONTE_CARLO)} (norm samplers; any d)")
-    p.add_argument("--seed", type=_integer(0, MAX_SEED), default=0,
-                   help="seed of the Monte Carlo checks, 0 <= seed < 2**128 (default 0)")
+    p.add_argument(
+        "--eps", type=_real(0.0, None), default=0.1, help="KL budget eps > 0 (default 0.1)"
+    )
+    p.add_argument(
+        "--delta",
+        type=_real(0.0, 0.5),
+        default=0.01,
+        help="confidence 0 < delta < 1/2 (default 0.01)",
+    )
+    p.add_argument(
+        "--Delta",
+        type=_real(
+            MIN_DELTA,
+            None,
+            low_inclusive=True,
+            why=f" (the report evaluates densities at double-precision radii; below {MIN_DELTA:g} the "
+            "shell 1 < r <= 1+Delta holds at most 4 of them, and none once Delta <= 1.1e-16)",
+        ),
+        default=0.1,
+        help=f"perturbation radius Delta >= {MIN_DELTA:g} (default 0.1)",
+    )
+    p.add_argument(
+        "--d",
+        type=_integer(1, MAX_DIMENSION),
+        default=None,
+        help="dimension, at least the minimal one and at most 10**300 (default: the minimal one)",
+    )
+    p.add_argument(
+        "--lambda1",
+        type=_real(0.0, 1.0),
+        default=None,
+        help="lambda1 in the feasible interval (default: its geometric midpoint)",
+    )
+    p.add_argument(
+        "--monte-carlo",
+        type=_integer(2, MAX_MONTE_CARLO, also=0),
+        default=0,
+        metavar="N",
+        help="also run Monte Carlo checks with N samples, 0 (off) or 2 <= N "
+        f"<= {_fmt_int(MAX_MONTE_CARLO)} (norm samplers; any d)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_integer(0, MAX_SEED),
+        default=0,
+        help="seed of the Monte Carlo checks, 0 <= seed < 2**128 (default 0)",
+    )
     return p
 
 
-def _construction(args: argparse.Namespace, eps: float, delta: float, Delta: float,
-                  d_min: int) -> Counterexample:
+def _construction(
+    args: argparse.Namespace, eps: float, delta: float, Delta: float, d_min: int
+) -> Counterexample:
     """The construction asked for, or :class:`UsageError` naming --d or --lambda1."""
     targets = f"eps={eps:g}, delta={delta:g}, Delta={Delta:g}"
     d = d_min if args.d is None else args.d
     if d < d_min:
         raise UsageError(
             f"argument --d: must be an integer >= {d_min}, the minimal dimension for {targets} (no "
-            f"lambda1 satisfies Proposition 1's conditions below it), got {d}")
+            f"lambda1 satisfies Proposition 1's conditions below it), got {d}"
+        )
     interval = feasible_lambda1_interval(d, eps, delta, Delta)
     if args.lambda1 is not None:
         if not interval.contains(args.lambda1):
-            raise UsageError(f"argument --lambda1: must lie in the feasible interval {interval} at "
-                             f"d={_fmt_d(d)} for {targets}, got {args.lambda1!r}")
+            raise UsageError(
+                f"argument --lambda1: must lie in the feasible interval {interval} at "
+                f"d={_fmt_d(d)} for {targets}, got {args.lambda1!r}"
+            )
         lambda1 = args.lambda1
     else:
         try:
@@ -178,18 +218,28 @@ def _construction(args: argparse.Namespace, eps: float, delta: float, Delta: flo
             hint = f"pass --d {better}" if better is not None else "pass a larger --d"
             raise UsageError(f"argument --d: {err} ({hint})") from None
     lambda2 = delta / (1.0 - delta) * lambda1
-    if lambda2 < _SMALLEST_NORMAL:  # lambda2 (or lambda1) underflows: the construction is not representable
-        problem = (f"lambda1={lambda1:.6g} gives lambda2 = delta/(1-delta)*lambda1 = {lambda2:.6g}, below "
-                   f"the smallest normal double {_SMALLEST_NORMAL:.6g}")
+    if (
+        lambda2 < _SMALLEST_NORMAL
+    ):  # lambda2 (or lambda1) underflows: the construction is not representable
+        problem = (
+            f"lambda1={lambda1:.6g} gives lambda2 = delta/(1-delta)*lambda1 = {lambda2:.6g}, below "
+            f"the smallest normal double {_SMALLEST_NORMAL:.6g}"
+        )
         if args.lambda1 is not None:
-            raise UsageError(f"argument --lambda1: at d={_fmt_d(d)} {problem}; choose --lambda1 in the feasible "
-                             f"interval {interval} with lambda1 >= {_SMALLEST_NORMAL * (1 - delta) / delta:.6g}")
+            raise UsageError(
+                f"argument --lambda1: at d={_fmt_d(d)} {problem}; choose --lambda1 in the feasible "
+                f"interval {interval} with lambda1 >= {_SMALLEST_NORMAL * (1 - delta) / delta:.6g}"
+            )
         if d == d_min or not _normal_lambda2_at(d_min, eps, delta, Delta):
-            raise UsageError(f"argument --eps/--delta: at the minimal d={d_min} the default {problem} "
-                             f"(lambda1 is at most about eps): choose a larger --eps or --delta")
+            raise UsageError(
+                f"argument --eps/--delta: at the minimal d={d_min} the default {problem} "
+                f"(lambda1 is at most about eps): choose a larger --eps or --delta"
+            )
         d_max = _largest_d_with_normal_lambda2(eps, delta, Delta, d_min, d)
-        raise UsageError(f"argument --d: at d={_fmt_d(d)} the default {problem}; --d must be in [{d_min}, "
-                         f"{d_max}] for {targets}")
+        raise UsageError(
+            f"argument --d: at d={_fmt_d(d)} the default {problem}; --d must be in [{d_min}, "
+            f"{d_max}] for {targets}"
+        )
     return Counterexample.from_targets(eps, delta, Delta, d=d, lambda1=lambda1)
 
 
@@ -244,7 +294,8 @@ def _check_monte_carlo(n: int, d: int) -> None:
         raise UsageError(
             f"argument --monte-carlo: must be {valid} at d={_fmt_d(d)}, got {n}: the samplers draw radii in "
             f"double precision, whose rounding can bias the estimates by up to d*2**-51 = "
-            f"{float(d) * 2.0**-51:.3g}, which must stay below a tenth of the standard error")
+            f"{float(d) * 2.0**-51:.3g}, which must stay below a tenth of the standard error"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,11 +315,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"eps={eps:g}  delta={delta:g}  Delta={Delta:g}")
     print(f"minimal dimension d = {d_min}   (found in {elapsed * 1e6:.0f} us)")
-    print(f"  eq. (19) alone (drops condition 3) gives d = {find_dimension_eq19(eps, delta, Delta)}")
-    print(f"  leading order (2 log((1-delta)/delta) + log(1/eps)) / log(1+Delta) = "
-          f"{leading_order_dimension(eps, delta, Delta):.6g}")
-    print(f"  the paper's printed O~ expression (garbled, negative) = "
-          f"{paper_dimension_expression(eps, delta, Delta):.6g}")
+    print(
+        f"  eq. (19) alone (drops condition 3) gives d = {find_dimension_eq19(eps, delta, Delta)}"
+    )
+    print(
+        f"  leading order (2 log((1-delta)/delta) + log(1/eps)) / log(1+Delta) = "
+        f"{leading_order_dimension(eps, delta, Delta):.6g}"
+    )
+    print(
+        f"  the paper's printed O~ expression (garbled, negative) = "
+        f"{paper_dimension_expression(eps, delta, Delta):.6g}"
+    )
     print(f"feasible lambda1 at d={ce.d}: {feasible_lambda1_interval(ce.d, eps, delta, Delta)}")
     print(f"construction: {ce}")
     print("KL divergences (exact):")

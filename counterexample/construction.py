@@ -63,14 +63,24 @@ class Counterexample:
         object.__setattr__(self, "d", check_dimension("d", self.d))
         object.__setattr__(self, "Delta", check_real("Delta", self.Delta, low=0.0))
         for name in ("lambda1", "lambda2"):
-            value = check_real(name, getattr(self, name), low=0.0, high=1.0, low_inclusive=True,
-                               high_inclusive=True)
+            value = check_real(
+                name,
+                getattr(self, name),
+                low=0.0,
+                high=1.0,
+                low_inclusive=True,
+                high_inclusive=True,
+            )
             object.__setattr__(self, name, value)
 
     # ---------------------------------------------------------------- construction from targets
     @classmethod
     def from_targets(
-        cls, eps: float, delta: float, Delta: float, d: int | None = None,
+        cls,
+        eps: float,
+        delta: float,
+        Delta: float,
+        d: int | None = None,
         lambda1: float | None = None,
     ) -> Counterexample:
         r"""The construction of Proposition 1 for :math:`(\epsilon, \delta, \Delta)`.
@@ -122,14 +132,18 @@ class Counterexample:
         if y not in (0, 1):
             raise ValueError(f"y must be 0 or 1, got {y!r}")
         if y == 1:
-            return [Component(self.lambda2, 0.0, 1.0, 0.0),
-                    Component(1.0 - self.lambda2, 2.0, 3.0, math.log(3.0))]
+            return [
+                Component(self.lambda2, 0.0, 1.0, 0.0),
+                Component(1.0 - self.lambda2, 2.0, 3.0, math.log(3.0)),
+            ]
         outer = 1.0 + self.Delta
         log_outer = math.log1p(self.Delta)  # exact even where fl(1 + Delta) is not
         if which == "q":
             return [Component(1.0, 0.0, outer, log_outer)]
-        return [Component(self.lambda1, 0.0, 1.0, 0.0),
-                Component(1.0 - self.lambda1, 1.0, outer, log_outer)]
+        return [
+            Component(self.lambda1, 0.0, 1.0, 0.0),
+            Component(1.0 - self.lambda1, 1.0, outer, log_outer),
+        ]
 
     def _log_scaled_mixture(self, r: np.ndarray, which: str, y: int) -> np.ndarray:
         r"""log of :math:`c_d\,f(x|y)`: the density with respect to the measure under which the unit
@@ -140,7 +154,9 @@ class Counterexample:
         for w, a, b, log_b in self._components(which, y):
             if w > 0:
                 inside = (r >= a) & (r <= b)
-                term = np.where(inside, _log(w) - log_radial_volume(a, b, self.d, log_b=log_b), -np.inf)
+                term = np.where(
+                    inside, _log(w) - log_radial_volume(a, b, self.d, log_b=log_b), -np.inf
+                )
                 out = np.logaddexp(out, term)
         return out
 
@@ -197,11 +213,15 @@ class Counterexample:
 
     def p_posterior(self, r: np.ndarray) -> np.ndarray:
         r""":math:`(p(0|x), p(1|x))` at norm ``r``, shape ``r.shape + (2,)``; eq. (11) inside the ball."""
-        return self._posterior(self._log_scaled_mixture(r, "p", 0), self._log_scaled_mixture(r, "p", 1))
+        return self._posterior(
+            self._log_scaled_mixture(r, "p", 0), self._log_scaled_mixture(r, "p", 1)
+        )
 
     def q_posterior(self, r: np.ndarray) -> np.ndarray:
         r""":math:`(q(0|x), q(1|x))` at norm ``r``, shape ``r.shape + (2,)``; eq. (12) inside the ball."""
-        return self._posterior(self._log_scaled_mixture(r, "q", 0), self._log_scaled_mixture(r, "q", 1))
+        return self._posterior(
+            self._log_scaled_mixture(r, "q", 0), self._log_scaled_mixture(r, "q", 1)
+        )
 
     # ---------------------------------------------------------------- the same, at points x
     def log_p_conditional_at(self, x: np.ndarray, y: int) -> np.ndarray:

@@ -360,7 +360,9 @@ def _checker_for(eps: float, delta: float, Delta: float) -> _Checker:
     """
     fl = _Log(math, eps, delta, Delta)
     magnitude = (abs(fl.two_log_K) + abs(fl.log_u3) + abs(fl.log_eps) + 1.0) / fl.L
-    digits = _MP_DIGITS + (max(0, math.ceil(math.log10(magnitude))) if math.isfinite(magnitude) else 330)
+    digits = _MP_DIGITS + (
+        max(0, math.ceil(math.log10(magnitude))) if math.isfinite(magnitude) else 330
+    )
     return _Checker(eps, delta, Delta, digits=digits)
 
 

@@ -115,7 +115,9 @@ def kl_q_p_conditional(d: int, Delta: float, lambda1: float) -> float:
     .. math::  \frac{-\log(\lambda_1 V)}{V} + \frac{V-1}{V}\log\frac{V-1}{(1-\lambda_1)V}
                = KL\bigl(\mathrm{Ber}(1/V)\,\|\,\mathrm{Ber}(\lambda_1)\bigr).
     """
-    return bernoulli_kl(-log_volume_ratio(d, Delta), math.log(lambda1) if lambda1 > 0 else -math.inf)
+    return bernoulli_kl(
+        -log_volume_ratio(d, Delta), math.log(lambda1) if lambda1 > 0 else -math.inf
+    )
 
 
 def kl_p_q_conditional(d: int, Delta: float, lambda1: float) -> float:
@@ -124,7 +126,9 @@ def kl_p_q_conditional(d: int, Delta: float, lambda1: float) -> float:
     .. math::  \lambda_1 \log(\lambda_1 V) + (1-\lambda_1)\log\frac{(1-\lambda_1)V}{V-1}
                = KL\bigl(\mathrm{Ber}(\lambda_1)\,\|\,\mathrm{Ber}(1/V)\bigr).
     """
-    return bernoulli_kl(math.log(lambda1) if lambda1 > 0 else -math.inf, -log_volume_ratio(d, Delta))
+    return bernoulli_kl(
+        math.log(lambda1) if lambda1 > 0 else -math.inf, -log_volume_ratio(d, Delta)
+    )
 
 
 def kl_q_p_joint(d: int, Delta: float, lambda1: float) -> float:
@@ -171,5 +175,3 @@ def lemma3_hypotheses_hold(d: int, Delta: float, lambda1: float, eps: float) -> 
         and math.log(lambda1) > -log_volume_ratio(d, Delta)
         and lambda1 < eps / log_volume_ratio(d, Delta)
     )
-
-

@@ -43,7 +43,12 @@ def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
 
 
 def sample_annulus_norms(
-    n: int, a: float, b: float, d: int, rng: np.random.Generator | int | None = None, *,
+    n: int,
+    a: float,
+    b: float,
+    d: int,
+    rng: np.random.Generator | int | None = None,
+    *,
     log_b: float | None = None,
 ) -> np.ndarray:
     """Norms of n points drawn from U(a, b) in R^d, shape (n,), by the log-space inverse CDF.
@@ -96,7 +101,10 @@ def _sample_component_norms(
 
 
 def sample_norms(
-    ce: Counterexample, n: int, which: str = "p", y: int | None = None,
+    ce: Counterexample,
+    n: int,
+    which: str = "p",
+    y: int | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Norms and labels of n draws from p or q (``which``): joint when ``y`` is None, else given y.
@@ -111,7 +119,10 @@ def sample_norms(
 
 
 def sample_points(
-    ce: Counterexample, n: int, which: str = "p", y: int | None = None,
+    ce: Counterexample,
+    n: int,
+    which: str = "p",
+    y: int | None = None,
     rng: np.random.Generator | int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Points ``(n, d)`` and labels ``(n,)`` drawn from p or q, joint or given y."""
@@ -144,8 +155,12 @@ def _estimate(values: np.ndarray) -> MonteCarloEstimate:
 
 
 def monte_carlo_kl(
-    ce: Counterexample, direction: str = "q||p", joint: bool = False, n: int = 100_000,
-    rng: np.random.Generator | int | None = None, points: bool = False,
+    ce: Counterexample,
+    direction: str = "q||p",
+    joint: bool = False,
+    n: int = 100_000,
+    rng: np.random.Generator | int | None = None,
+    points: bool = False,
 ) -> MonteCarloEstimate:
     r"""Monte Carlo estimate of a KL divergence, :math:`E_{a}[\log a - \log b]`.
 
@@ -169,8 +184,9 @@ def monte_carlo_kl(
     for cls in (0, 1):
         sel = labels == cls
         # log c_d cancels in the ratio: use the scaled densities, exact at any d
-        values[sel] = (ce.log_scaled_conditional(r[sel], first, cls)
-                       - ce.log_scaled_conditional(r[sel], second, cls))
+        values[sel] = ce.log_scaled_conditional(r[sel], first, cls) - ce.log_scaled_conditional(
+            r[sel], second, cls
+        )
     return _estimate(values)
 
 
@@ -196,7 +212,10 @@ class AttackSimulation:
 
 
 def simulate_attack(
-    ce: Counterexample, delta: float, n: int = 100_000, rng: np.random.Generator | int | None = None,
+    ce: Counterexample,
+    delta: float,
+    n: int = 100_000,
+    rng: np.random.Generator | int | None = None,
     points: bool = False,
 ) -> AttackSimulation:
     r"""Sample (x, y) ~ p, attack every class-0 point of the shell :math:`1 < \|x\| \le 1+\Delta` by a

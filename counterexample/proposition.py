@@ -133,8 +133,13 @@ def _log_median_scaled(ce: Counterexample) -> float:
 
 
 def attack_conditions(
-    ce: Counterexample, delta: float, r: np.ndarray, r_bar: np.ndarray, distance: np.ndarray,
-    log_median_scaled: float | None = None, rtol: float = 1e-12,
+    ce: Counterexample,
+    delta: float,
+    r: np.ndarray,
+    r_bar: np.ndarray,
+    distance: np.ndarray,
+    log_median_scaled: float | None = None,
+    rtol: float = 1e-12,
 ) -> dict[str, np.ndarray]:
     """Items 1–5 for points of norm ``r`` attacked to norm ``r_bar`` at ``distance`` (arrays).
 
@@ -151,9 +156,7 @@ def attack_conditions(
         yp_b, yq_b = np.argmax(p_b, -1), np.argmax(q_b, -1)
         conf = 1.0 - delta
         item1 = (
-            (yq_x == yp_x)
-            & _at_least(p_x.max(-1), conf, rtol)
-            & _at_least(q_x.max(-1), conf, rtol)
+            (yq_x == yp_x) & _at_least(p_x.max(-1), conf, rtol) & _at_least(q_x.max(-1), conf, rtol)
         )
         item2 = (yp_b == yp_x) & (yq_b != yp_b)
         item3 = _at_least(q_b.max(-1), conf, rtol) & _at_least(p_b.max(-1), conf, rtol)
@@ -183,8 +186,9 @@ def ball_probability_bound(ce: Counterexample, radius: float | None = None) -> f
     ``radius`` defaults to :math:`\Delta` (item 6).
     """
     rho = ce.Delta if radius is None else radius
-    log_max_scaled = max(float(ce.log_scaled_marginal(reg.representative, "p"))
-                         for reg in radial_regions(ce))
+    log_max_scaled = max(
+        float(ce.log_scaled_marginal(reg.representative, "p")) for reg in radial_regions(ce)
+    )
     log_bound = log_max_scaled + ce.d * math.log(rho)
     return math.exp(min(log_bound, 0.0))
 
@@ -243,35 +247,114 @@ class PropositionReport:
         return "\n".join(lines)
 
 
-def check_proposition(ce: Counterexample, eps: float, delta: float, rtol: float = 1e-12) -> PropositionReport:
+def check_proposition(
+    ce: Counterexample, eps: float, delta: float, rtol: float = 1e-12
+) -> PropositionReport:
     """Check eq. (18), the proof's five conditions and items 1–7 of Proposition 1 on ``ce``."""
     eps, delta, _ = validate_targets(eps, delta, ce.Delta)
     rep = PropositionReport(eps, delta, ce)
     add = rep.rows.append
     kl_qp, kl_pq = ce.kl_q_p_joint(), ce.kl_p_q_joint()
-    add(("(18) KL(q(x,y)||p(x,y)) < eps", f"{kl_qp:.6g} (conditional {ce.kl_q_p_conditional():.6g}, Lemma 2 bound {ce.lemma2_bound():.6g})", kl_qp < eps))
-    add(("(18) KL(p(x,y)||q(x,y)) < eps", f"{kl_pq:.6g} (conditional {ce.kl_p_q_conditional():.6g}, Lemma 3 bound {ce.lemma3_bound():.6g})", kl_pq < eps))
+    add(
+        (
+            "(18) KL(q(x,y)||p(x,y)) < eps",
+            f"{kl_qp:.6g} (conditional {ce.kl_q_p_conditional():.6g}, Lemma 2 bound {ce.lemma2_bound():.6g})",
+            kl_qp < eps,
+        )
+    )
+    add(
+        (
+            "(18) KL(p(x,y)||q(x,y)) < eps",
+            f"{kl_pq:.6g} (conditional {ce.kl_p_q_conditional():.6g}, Lemma 3 bound {ce.lemma3_bound():.6g})",
+            kl_pq < eps,
+        )
+    )
     interval = feasible_lambda1_interval(ce.d, eps, delta, ce.Delta)
     p0 = ce.lemma1_p_class0_in_ball()
-    add(("condition 1: lambda1/(lambda1+lambda2) >= 1-delta", f"{p0:.12g}", bool(_at_least(np.array(p0), 1 - delta, rtol))))
-    add(("conditions 2-5: lambda1 in the feasible interval", str(interval), interval.contains(ce.lambda1)))
+    add(
+        (
+            "condition 1: lambda1/(lambda1+lambda2) >= 1-delta",
+            f"{p0:.12g}",
+            bool(_at_least(np.array(p0), 1 - delta, rtol)),
+        )
+    )
+    add(
+        (
+            "conditions 2-5: lambda1 in the feasible interval",
+            str(interval),
+            interval.contains(ce.lambda1),
+        )
+    )
     p_attack = attack_success_probability(ce, delta)
-    add(("P(x attackable with items 1-5) > 1/3", f"{p_attack:.6g} (= (1-lambda1)/2 = {(1 - ce.lambda1) / 2:.6g} when Delta < 1)", p_attack > 1 / 3))
+    add(
+        (
+            "P(x attackable with items 1-5) > 1/3",
+            f"{p_attack:.6g} (= (1-lambda1)/2 = {(1 - ce.lambda1) / 2:.6g} when Delta < 1)",
+            p_attack > 1 / 3,
+        )
+    )
     # items at a representative shell point
     r = np.array([1.0 + 0.5 * ce.Delta])
     r_bar = attacked_radius(r, ce.Delta)
     log_median = log_median_q_density(ce)
     items = attack_conditions(ce, delta, r, r_bar, r - r_bar, _log_median_scaled(ce), rtol)
-    p_x, q_x, p_b, q_b = ce.p_posterior(r)[0], ce.q_posterior(r)[0], ce.p_posterior(r_bar)[0], ce.q_posterior(r_bar)[0]
-    add(("item 1: y_q(x)=y_p(x), both confidences >= 1-delta", f"p(.|x)={p_x.round(12)}, q(.|x)={q_x.round(12)}", bool(items["item1"][0])))
-    add(("item 2: ground truth kept, model decision flipped", f"y_p(x_bar)={int(np.argmax(p_b))}, y_q(x_bar)={int(np.argmax(q_b))}", bool(items["item2"][0])))
-    add(("item 3: both confident at x_bar (>= 1-delta)", f"p(.|x_bar)={p_b.round(12)}, q(.|x_bar)={q_b.round(12)}", bool(items["item3"][0])))
-    add(("item 4: ||x - x_bar|| < Delta", f"{float((r - r_bar)[0]):.6g} for ||x||={float(r[0]):.6g}", bool(items["item4"][0])))
+    p_x, q_x, p_b, q_b = (
+        ce.p_posterior(r)[0],
+        ce.q_posterior(r)[0],
+        ce.p_posterior(r_bar)[0],
+        ce.q_posterior(r_bar)[0],
+    )
+    add(
+        (
+            "item 1: y_q(x)=y_p(x), both confidences >= 1-delta",
+            f"p(.|x)={p_x.round(12)}, q(.|x)={q_x.round(12)}",
+            bool(items["item1"][0]),
+        )
+    )
+    add(
+        (
+            "item 2: ground truth kept, model decision flipped",
+            f"y_p(x_bar)={int(np.argmax(p_b))}, y_q(x_bar)={int(np.argmax(q_b))}",
+            bool(items["item2"][0]),
+        )
+    )
+    add(
+        (
+            "item 3: both confident at x_bar (>= 1-delta)",
+            f"p(.|x_bar)={p_b.round(12)}, q(.|x_bar)={q_b.round(12)}",
+            bool(items["item3"][0]),
+        )
+    )
+    add(
+        (
+            "item 4: ||x - x_bar|| < Delta",
+            f"{float((r - r_bar)[0]):.6g} for ||x||={float(r[0]):.6g}",
+            bool(items["item4"][0]),
+        )
+    )
     log_q_bar = float(ce.log_q_marginal(r_bar)[0])
-    add(("item 5: log q(x_bar) >= log median q density", f"{log_q_bar:.6g} >= {log_median:.6g}", bool(items["item5"][0])))
+    add(
+        (
+            "item 5: log q(x_bar) >= log median q density",
+            f"{log_q_bar:.6g} >= {log_median:.6g}",
+            bool(items["item5"][0]),
+        )
+    )
     bound = ball_probability_bound(ce)
-    add(("item 6: sup_c P_p(B(c, Delta)) <= max p * vol(B_Delta)", f"{bound:.6g}" + ("" if ce.Delta < 1 else " (item 6 assumes Delta < 1)"), None))
+    add(
+        (
+            "item 6: sup_c P_p(B(c, Delta)) <= max p * vol(B_Delta)",
+            f"{bound:.6g}" + ("" if ce.Delta < 1 else " (item 6 assumes Delta < 1)"),
+            None,
+        )
+    )
     add(("item 7a: TV distance between p(x,y) and q(x,y)", f"{tv_distance(ce):.6g}", None))
     log_tv = log_density_total_variation(ce, "p")
-    add(("item 7b: total variation of the density p(x)", f"{math.exp(log_tv):.6g} (grows ~ d; see module doc)", None))
+    add(
+        (
+            "item 7b: total variation of the density p(x)",
+            f"{math.exp(log_tv):.6g} (grows ~ d; see module doc)",
+            None,
+        )
+    )
     return rep

@@ -34,7 +34,14 @@ __all__ = [
 d, Delta, lambda1, lambda2, delta, r, c_d = sp.symbols(
     "d Delta lambda1 lambda2 delta r c_d", positive=True
 )
-SYMBOLS = {"d": d, "Delta": Delta, "lambda1": lambda1, "lambda2": lambda2, "delta": delta, "c_d": c_d}
+SYMBOLS = {
+    "d": d,
+    "Delta": Delta,
+    "lambda1": lambda1,
+    "lambda2": lambda2,
+    "delta": delta,
+    "c_d": c_d,
+}
 
 
 def _shell_integral(integrand_constant: sp.Expr, a: sp.Expr, b: sp.Expr) -> sp.Expr:
@@ -83,14 +90,20 @@ def _kl(first: dict[str, sp.Expr], second: dict[str, sp.Expr]) -> sp.Expr:
 def lemma2_kl() -> sp.Expr:
     r""":math:`KL(q(x|0)\|p(x|0))` by radial integration (eqs. 13–14)."""
     f = _densities()
-    return _kl({"ball": f["q0_ball"], "shell": f["q0_shell"]}, {"ball": f["p0_ball"], "shell": f["p0_shell"]})
+    return _kl(
+        {"ball": f["q0_ball"], "shell": f["q0_shell"]},
+        {"ball": f["p0_ball"], "shell": f["p0_shell"]},
+    )
 
 
 @cache
 def lemma3_kl() -> sp.Expr:
     r""":math:`KL(p(x|0)\|q(x|0))` by radial integration (eqs. 16–17)."""
     f = _densities()
-    return _kl({"ball": f["p0_ball"], "shell": f["p0_shell"]}, {"ball": f["q0_ball"], "shell": f["q0_shell"]})
+    return _kl(
+        {"ball": f["p0_ball"], "shell": f["p0_shell"]},
+        {"ball": f["q0_ball"], "shell": f["q0_shell"]},
+    )
 
 
 def _lambda2_choice() -> sp.Expr:
@@ -121,6 +134,8 @@ def condition2_direction() -> sp.Expr:
 
 def evaluate(expr: sp.Expr, digits: int = 30, **values: float) -> float:
     """Evaluate an expression at the given symbol values (by name) with ``digits`` significant digits."""
-    subs = {SYMBOLS[name]: sp.Float(repr(float(v)), digits) if name != "d" else sp.Integer(v)
-            for name, v in values.items()}
+    subs = {
+        SYMBOLS[name]: sp.Float(repr(float(v)), digits) if name != "d" else sp.Integer(v)
+        for name, v in values.items()
+    }
     return float(sp.N(expr.subs(subs), digits))

@@ -39,6 +39,7 @@ from flows.variants import get_variant
 #: ``coupling_precision`` name → the dtype the coupling networks run in (None: float32).
 COUPLING_PRECISIONS: dict[str, torch.dtype | None] = {"float32": None, "bfloat16": torch.bfloat16}
 
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; saved as JSON beside every checkpoint."""
@@ -219,8 +220,13 @@ class ConditionalGlow(nn.Module):
             device = next(self.parameters()).device if generator is None else generator.device
             y = torch.randint(self.num_classes, (y,), generator=generator, device=device)
         if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a tensor of labels or a sample count, got {type(y).__name__}")
-        if not (isinstance(temperature, int | float) and math.isfinite(temperature)) or temperature < 0:
+            raise TypeError(
+                f"y must be a tensor of labels or a sample count, got {type(y).__name__}"
+            )
+        if (
+            not (isinstance(temperature, int | float) and math.isfinite(temperature))
+            or temperature < 0
+        ):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
         return self.decode(self.prior.sample(y, generator=generator, temperature=temperature))
 

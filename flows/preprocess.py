@@ -120,7 +120,9 @@ def noise_log_density(num_entries: int) -> float:
 
 
 def _uniform(
-    shape: torch.Size | tuple[int, ...], like: Tensor, generator: torch.Generator | None,
+    shape: torch.Size | tuple[int, ...],
+    like: Tensor,
+    generator: torch.Generator | None,
     shared: bool = False,
 ) -> Tensor:
     if shared:

@@ -89,9 +89,18 @@ PRESETS: dict[str, Preset] = {
         # tests and smoke runs: synthetic 8 x 8 images, no augmentation (shifts would destroy
         # the synthetic random-pixel templates)
         PAPER_MNIST.replace(
-            name="tiny", dataset="synthetic", data_shape=(1, 8, 8), padded_size=8, levels=2,
-            steps=2, hidden_channels=8, epochs=2, batch_size=16, lr_decay_epochs=1,
-            lr_decay_factor=0.5, crop_padding=0,
+            name="tiny",
+            dataset="synthetic",
+            data_shape=(1, 8, 8),
+            padded_size=8,
+            levels=2,
+            steps=2,
+            hidden_channels=8,
+            epochs=2,
+            batch_size=16,
+            lr_decay_epochs=1,
+            lr_decay_factor=0.5,
+            crop_padding=0,
         ),  # fmt: skip
     )
 }

@@ -106,9 +106,7 @@ class TrainConfig:
     prior: str = option(None, "training variant", choices=tuple(sorted(VARIANTS)), cli=False)
     out: str = option(None, "run folder", cli=False)
     dataset: str | None = option(None, "default: the preset's dataset", choices=DATASETS)
-    data_root: str | None = option(
-        None, "folder holding the dataset (default: $CGM_DATA_ROOT)"
-    )
+    data_root: str | None = option(None, "folder holding the dataset (default: $CGM_DATA_ROOT)")
     download: bool = option(False, "let torchvision download the dataset")
     epochs: int | None = option(None, "default: the preset's", POSITIVE_INT)
     batch_size: int | None = option(
@@ -121,9 +119,7 @@ class TrainConfig:
         None, "coupling network width (default: the preset's)", POSITIVE_INT
     )
     label_smoothing: float = option(0.0, "label smoothing of the prior, in [0, 1)", UNIT_FRACTION)
-    split_sigma: float = option(
-        0.5, "Split prior: scale of the class part z_s", POSITIVE_FLOAT
-    )
+    split_sigma: float = option(0.5, "Split prior: scale of the class part z_s", POSITIVE_FLOAT)
     split_weight: float = option(
         1.0, "Split prior: weight of the classification term", NONNEGATIVE_FLOAT
     )
@@ -140,16 +136,12 @@ class TrainConfig:
         "coupling networks in bfloat16 (faster where the CPU has AVX512-BF16 or AMX, and on "
         "GPUs; the flow stays float32 and exact)",
     )
-    channels_last: bool = option(
-        True, "keep convolution weights in NCHW instead of channels-last"
-    )
+    channels_last: bool = option(True, "keep convolution weights in NCHW instead of channels-last")
     checkpoint_every: int = option(
         200, "steps between checkpoints (and one at each epoch end)", POSITIVE_INT
     )
     log_every: int = option(50, "steps per logged train window", POSITIVE_INT)
-    eval_batch_size: int = option(
-        256, "batch size of the end-of-epoch evaluation", POSITIVE_INT
-    )
+    eval_batch_size: int = option(256, "batch size of the end-of-epoch evaluation", POSITIVE_INT)
     max_nonfinite: int = option(
         10, "consecutive non-finite steps skipped before stopping with an error", NONNEGATIVE_INT
     )
@@ -160,9 +152,7 @@ class TrainConfig:
         None, "evaluate on N test images of the fixed random order", POSITIVE_INT
     )
     synthetic_size: int = option(512, "images of the synthetic dataset", POSITIVE_INT)
-    init_batch_size: int = option(
-        256, "images of the actnorm initialisation batch", POSITIVE_INT
-    )
+    init_batch_size: int = option(256, "images of the actnorm initialisation batch", POSITIVE_INT)
 
     def __post_init__(self) -> None:
         """Reject impossible values with a ``ValueError`` naming the field and its valid range."""
@@ -291,9 +281,7 @@ class _Run:
         config, last_eval = self.config, {}
         for epoch in range(self.position["epoch"], config.epochs):
             self.model.train()
-            order = torch.randperm(
-                len(self.train_data), generator=_generator(config.seed, epoch)
-            )
+            order = torch.randperm(len(self.train_data), generator=_generator(config.seed, epoch))
             first = self.position["step"] if epoch == self.position["epoch"] else 0
             bar = tqdm(
                 range(first, self.steps_per_epoch),

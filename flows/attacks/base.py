@@ -103,7 +103,10 @@ class AttackResult:
                 "status": st,
             }
             for s, d, q, st in zip(
-                self.success.tolist(), self.l2.tolist(), self.queries.tolist(), self.status,
+                self.success.tolist(),
+                self.l2.tolist(),
+                self.queries.tolist(),
+                self.status,
                 strict=True,
             )
         ]

@@ -388,7 +388,9 @@ class _NoiseBank:
         """One draw for each example in ``rows``: ``(len(rows), *shape)``."""
         for r in rows[self.position[rows] == self.block].tolist():
             draws = torch.randn(
-                (self.block, *self.draw_shape), generator=self.gens[r], dtype=self.dtype,
+                (self.block, *self.draw_shape),
+                generator=self.gens[r],
+                dtype=self.dtype,
                 device=self.device,
             )
             if self.scale > 1:

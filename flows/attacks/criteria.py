@@ -88,9 +88,7 @@ def log_posterior_margin(scores: Tensor, reference: Tensor) -> Tensor:
     if scores.dim() != 2 or scores.shape[1] < 2:
         raise ValueError(f"scores must be (B, C) with C >= 2, got {tuple(scores.shape)}")
     if reference.shape != scores.shape[:1]:
-        raise ValueError(
-            f"reference must be ({scores.shape[0]},), got {tuple(reference.shape)}"
-        )
+        raise ValueError(f"reference must be ({scores.shape[0]},), got {tuple(reference.shape)}")
     log_post = torch.log_softmax(scores, dim=1)
     ref = log_post.gather(1, reference[:, None]).squeeze(1)
     mask = torch.zeros_like(log_post, dtype=torch.bool).scatter_(1, reference[:, None], True)

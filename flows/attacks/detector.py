@@ -30,6 +30,7 @@ from flows.paper import PAPER_RECALL, PAPER_THRESHOLDS
 
 __all__ = ["LikelihoodDetector", "PAPER_RECALL", "PAPER_THRESHOLDS"]
 
+
 @dataclass(frozen=True)
 class LikelihoodDetector:
     """Reject inputs whose bits/dim exceed ``threshold``.

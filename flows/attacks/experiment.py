@@ -178,9 +178,7 @@ class AttackConfig:
         "the paper's recall, 1.0 MNIST, 0.786 CIFAR-10)",
         PROBABILITY,
     )
-    recall_n: int = option(
-        1000, "test images for the threshold's recall / quantile", POSITIVE_INT
-    )
+    recall_n: int = option(1000, "test images for the threshold's recall / quantile", POSITIVE_INT)
     seed: int = option(0, "attack seed (Boundary, targets)", NONNEGATIVE_INT)
     noise_seed: int = option(0, "model noise during the attack", NONNEGATIVE_INT)
     fresh_noise_seed: int = option(1, "model noise for the second verification", NONNEGATIVE_INT)

@@ -49,8 +49,14 @@ class Verification:
 
     def records(self) -> list[dict]:
         """JSON-ready per-example verdicts (with the predicted label and bits/dim when known)."""
-        keys = ("claimed", "in_bounds", "within_eps", "fools_classifier", "detected",
-                "success_undetected")
+        keys = (
+            "claimed",
+            "in_bounds",
+            "within_eps",
+            "fools_classifier",
+            "detected",
+            "success_undetected",
+        )
         rows = []
         for i in range(len(self.l2)):
             row = {k: bool(getattr(self, k)[i]) for k in keys}

@@ -126,18 +126,26 @@ def write_run(folder, train=None, preset=None, model=True):
 
     folder.mkdir(parents=True, exist_ok=True)
     config = {
-        "train": {"preset": "tiny", "dataset": "synthetic", "data_root": None,
-                  "synthetic_size": 64, **(train or {})},
+        "train": {
+            "preset": "tiny",
+            "dataset": "synthetic",
+            "data_root": None,
+            "synthetic_size": 64,
+            **(train or {}),
+        },
         "preset": {"name": "tiny", "dataset": "synthetic", **(preset or {})},
     }
     (folder / "config.json").write_text(json.dumps(config))
     if model:
-        glow = flows.build_model("tiny", "split", num_classes=10,
-                                 generator=torch.Generator().manual_seed(0))
+        glow = flows.build_model(
+            "tiny", "split", num_classes=10, generator=torch.Generator().manual_seed(0)
+        )
         images = to_model_range(synthetic_dataset(64, (1, 8, 8), 10, seed=0).images)
         glow.initialise(images, torch.Generator().manual_seed(1))
-        save_checkpoint(folder / "checkpoint.pt",
-                        {"model": glow.state_dict(), "model_config": glow.config.to_dict()})
+        save_checkpoint(
+            folder / "checkpoint.pt",
+            {"model": glow.state_dict(), "model_config": glow.config.to_dict()},
+        )
     return folder
 
 

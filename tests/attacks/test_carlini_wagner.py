@@ -132,9 +132,9 @@ def test_auto_initial_const_is_twice_the_lagrange_multiplier_of_a_linear_model(m
     torch.testing.assert_close(const, torch.stack([expected[0], expected[1]]), rtol=1e-12, atol=0)
     one_step = CarliniWagnerL2(initial_const="auto", binary_search_steps=1, steps=300)
     result = one_step(classifier(model, 3), x, Misclassified(y))
-    dist = torch.tensor([
-        min(model.min_distance(xi, 0, t) for t in (1, 2)) for xi in x
-    ], dtype=torch.float64)
+    dist = torch.tensor(
+        [min(model.min_distance(xi, 0, t) for t in (1, 2)) for xi in x], dtype=torch.float64
+    )
     assert result.success.all()
     torch.testing.assert_close(result.l2, dist, rtol=1e-2, atol=0)
 
@@ -202,8 +202,9 @@ def test_argument_validation(two_gaussian, class0_points):
     with pytest.raises(ValueError, match="bits_from_class_scores needs a detector"):
         ThreatModel(scores, num_classes=2, bits_from_class_scores=True)
     with pytest.raises(ValueError, match="needs a detector and bits_per_dim"):  # no bits/dim
-        CarliniWagnerL2(**FAST)(classifier(scores), x, Misclassified(y) & NotDetected(
-            LikelihoodDetector(6.2, 8)))
+        CarliniWagnerL2(**FAST)(
+            classifier(scores), x, Misclassified(y) & NotDetected(LikelihoodDetector(6.2, 8))
+        )
     with pytest.raises(ValueError, match="bounds"):
         CarliniWagnerL2()(classifier(scores), x + 1.0, Misclassified(y))
     with pytest.raises(ValueError, match="labels must have shape"):

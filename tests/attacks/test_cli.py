@@ -15,8 +15,15 @@ from flows.attacks.experiment import AttackConfig, run_experiment
 from flows.paper import PAPER_EPS
 
 FAST = {
-    "n": 4, "eps": 1.0, "threshold": 6.2, "recall_n": 30, "batch_size": 3,
-    "binary_search_steps": 4, "cw_steps": 150, "max_queries": 600, "example_images": 2,
+    "n": 4,
+    "eps": 1.0,
+    "threshold": 6.2,
+    "recall_n": 30,
+    "batch_size": 3,
+    "binary_search_steps": 4,
+    "cw_steps": 150,
+    "max_queries": 600,
+    "example_images": 2,
 }
 
 
@@ -65,13 +72,20 @@ def test_experiment_report_is_consistent(fake, attack):
 
 def test_quantile_threshold_and_missing_eps(fake):
     model, x, y = fake
-    config = AttackConfig(attack="boundary", **{**FAST, "threshold": None,
-                                                 "threshold_quantile": 0.9})
+    config = AttackConfig(
+        attack="boundary", **{**FAST, "threshold": None, "threshold_quantile": 0.9}
+    )
     report, _, _ = run_experiment(model, x, y, config, progress=False)
     assert report["detector"]["recall_on_test_images"] >= 0.9
     with pytest.raises(ValueError, match="pass --eps"):
-        run_experiment(model, x, y, AttackConfig(attack="cw", eps=None, threshold=6.2),
-                       dataset="synthetic", progress=False)
+        run_experiment(
+            model,
+            x,
+            y,
+            AttackConfig(attack="cw", eps=None, threshold=6.2),
+            dataset="synthetic",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="not both"):
         AttackConfig(attack="cw", threshold=1.0, threshold_quantile=0.5)
 
@@ -80,8 +94,23 @@ def test_main_writes_json_and_images(fake, tmp_path, monkeypatch):
     model, x, y = fake
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
     monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    argv = [str(tmp_path), "--attack", "boundary", "--dataset", "synthetic", "--n", "3",
-            "--eps", "1.0", "--threshold", "6.2", "--recall-n", "20", "--max-queries", "300"]
+    argv = [
+        str(tmp_path),
+        "--attack",
+        "boundary",
+        "--dataset",
+        "synthetic",
+        "--n",
+        "3",
+        "--eps",
+        "1.0",
+        "--threshold",
+        "6.2",
+        "--recall-n",
+        "20",
+        "--max-queries",
+        "300",
+    ]
     report = cli.main(argv)
     saved = json.loads((tmp_path / "attacks" / "boundary.json").read_text())
     assert saved["attack_noise"]["table2"] == report["attack_noise"]["table2"]
@@ -111,9 +140,27 @@ def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
 
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
     monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    argv = [str(tmp_path), "--attack", "cw", "--dataset", "synthetic", "--n", "3", "--eps", "1.0",
-            "--threshold", "6.2", "--recall-n", "20", "--binary-search-steps", "1",
-            "--cw-steps", "5", "--example-images", "0"]
+    argv = [
+        str(tmp_path),
+        "--attack",
+        "cw",
+        "--dataset",
+        "synthetic",
+        "--n",
+        "3",
+        "--eps",
+        "1.0",
+        "--threshold",
+        "6.2",
+        "--recall-n",
+        "20",
+        "--binary-search-steps",
+        "1",
+        "--cw-steps",
+        "5",
+        "--example-images",
+        "0",
+    ]
     saved = cli.main([*argv, "--order-seed", "5"])
     assert saved["config"]["order_seed"] == 5
     expected = torch.randperm(30, generator=torch.Generator().manual_seed(5))[:3].tolist()
@@ -152,9 +199,25 @@ def test_spherical_moves_option_reaches_the_boundary_attack(fake, tmp_path, monk
     model, x, y = fake
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
     monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    argv = [str(tmp_path), "--attack", "boundary", "--dataset", "synthetic", "--n", "3",
-            "--eps", "1.0", "--threshold", "6.2", "--recall-n", "20", "--max-queries", "300",
-            "--example-images", "0"]
+    argv = [
+        str(tmp_path),
+        "--attack",
+        "boundary",
+        "--dataset",
+        "synthetic",
+        "--n",
+        "3",
+        "--eps",
+        "1.0",
+        "--threshold",
+        "6.2",
+        "--recall-n",
+        "20",
+        "--max-queries",
+        "300",
+        "--example-images",
+        "0",
+    ]
     auto, moves = cli.main(argv), cli.main([*argv, "--spherical-moves", "on"])
     brendel = cli.main([*argv, "--spherical-moves", "off"])
     assert auto["config"]["spherical_moves"] is None
@@ -201,8 +264,10 @@ def test_lazy_classification_picks_the_images_of_a_full_pass(mislabelled, n, bat
     assert examined == sum(seen) == min(-(-last // batch_size) * batch_size, 30)
     assert examined < 30 or batch_size == 30
 
-    config = AttackConfig(attack="cw", **{**FAST, "n": n, "batch_size": batch_size,
-                                          "binary_search_steps": 1, "cw_steps": 2})
+    config = AttackConfig(
+        attack="cw",
+        **{**FAST, "n": n, "batch_size": batch_size, "binary_search_steps": 1, "cw_steps": 2},
+    )
     report, _, attacked = run_experiment(model, x, y, config, progress=False)
     assert report["attacked_indices"] == order[expected].tolist()
     assert report["skipped_misclassified"] == last - n
@@ -253,8 +318,9 @@ def recall_bits(model, x, n, order_seed=0):
 @pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
 def test_default_detector_is_set_at_the_papers_recall(fake, dataset):
     model, x, y = fake
-    config = AttackConfig(attack="cw", **{**FAST, "threshold": None, "binary_search_steps": 1,
-                                          "cw_steps": 2})
+    config = AttackConfig(
+        attack="cw", **{**FAST, "threshold": None, "binary_search_steps": 1, "cw_steps": 2}
+    )
     report, _, _ = run_experiment(model, x, y, config, dataset, progress=False)
     bpd = recall_bits(model, x, 30)
     target = PAPER_RECALL[dataset]
@@ -269,8 +335,9 @@ def test_default_detector_is_set_at_the_papers_recall(fake, dataset):
     if dataset == "mnist":
         assert detector["threshold_bits_per_dim"] == pytest.approx(bpd.max().item(), rel=1e-12)
     # an explicit quantile or threshold is used as given
-    quantile, _, _ = run_experiment(model, x, y, replace(config, threshold_quantile=0.5),
-                                    dataset, progress=False)
+    quantile, _, _ = run_experiment(
+        model, x, y, replace(config, threshold_quantile=0.5), dataset, progress=False
+    )
     assert quantile["detector"]["rule"] == "quantile"
     assert quantile["config"]["threshold_quantile"] == 0.5
     with pytest.raises(experiment.ExperimentError, match="no paper recall"):
@@ -290,22 +357,32 @@ def test_fixed_threshold_far_from_the_papers_recall_warns(fake):
     bpd = recall_bits(model, x, 30)
     low = torch.sort(bpd).values[2].item()  # accepts 3 of 30: 10% ≪ MNIST's 100%
     warnings = []
-    config = AttackConfig(attack="cw", **{**FAST, "threshold": low, "binary_search_steps": 1,
-                                          "cw_steps": 2})
-    report, _, _ = run_experiment(model, x, y, config, "mnist", progress=False,
-                                  warn=warnings.append)
+    config = AttackConfig(
+        attack="cw", **{**FAST, "threshold": low, "binary_search_steps": 1, "cw_steps": 2}
+    )
+    report, _, _ = run_experiment(
+        model, x, y, config, "mnist", progress=False, warn=warnings.append
+    )
     assert report["detector"]["recall_on_test_images"] == pytest.approx(0.1)
     assert len(warnings) == 1 and warnings[0] == report["detector"]["warning"]
     assert warnings[0].startswith("warning: ") and "\n" not in warnings[0]
     assert "10.0%" in warnings[0] and "100.0%" in warnings[0] and "--threshold" in warnings[0]
     # within 10 percentage points (CIFAR-10's 78.6%: 24 of 30 accepted is 80%): no warning
     near = torch.sort(bpd).values[23].item()
-    quiet, _, _ = run_experiment(model, x, y, replace(config, threshold=near), "cifar10",
-                                 progress=False, warn=warnings.append)
+    quiet, _, _ = run_experiment(
+        model,
+        x,
+        y,
+        replace(config, threshold=near),
+        "cifar10",
+        progress=False,
+        warn=warnings.append,
+    )
     assert quiet["detector"]["warning"] is None and len(warnings) == 1
     # no paper recall to compare with: no warning
-    other, _, _ = run_experiment(model, x, y, config, "synthetic", progress=False,
-                                 warn=warnings.append)
+    other, _, _ = run_experiment(
+        model, x, y, config, "synthetic", progress=False, warn=warnings.append
+    )
     assert other["detector"]["warning"] is None and len(warnings) == 1
 
 
@@ -318,8 +395,23 @@ def test_cli_default_detector_and_recall_warning(fake, tmp_path, monkeypatch, ca
     )
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
     monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    argv = [str(tmp_path), "--attack", "cw", "--n", "2", "--eps", "1.0", "--recall-n", "30",
-            "--binary-search-steps", "1", "--cw-steps", "2", "--example-images", "0"]
+    argv = [
+        str(tmp_path),
+        "--attack",
+        "cw",
+        "--n",
+        "2",
+        "--eps",
+        "1.0",
+        "--recall-n",
+        "30",
+        "--binary-search-steps",
+        "1",
+        "--cw-steps",
+        "2",
+        "--example-images",
+        "0",
+    ]
     default = cli.main(argv)
     assert default["detector"]["rule"] == "paper recall"
     assert default["detector"]["recall_on_test_images"] == 1.0
@@ -327,8 +419,9 @@ def test_cli_default_detector_and_recall_warning(fake, tmp_path, monkeypatch, ca
     assert "warning:" not in capsys.readouterr().err
     low = torch.sort(recall_bits(model, x, 30)).values[2].item()
     fixed = cli.main([*argv, "--threshold", str(low)])
-    warnings = [line for line in capsys.readouterr().err.splitlines()
-                if line.startswith("warning:")]
+    warnings = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")
+    ]
     assert len(warnings) == 1 and warnings[0] == fixed["detector"]["warning"]
     saved = json.loads((tmp_path / "attacks" / "cw.json").read_text())
     assert saved["detector"]["warning"] == warnings[0]
@@ -338,17 +431,36 @@ def test_imagefolder_runs_take_the_papers_defaults_of_their_preset(fake, tmp_pat
     """The CIFAR-10 runs train on the JPEG copy (dataset ``imagefolder``); ε and the recall are
     CIFAR-10's, the data are loaded as an image folder."""
     model, x, y = fake
-    (tmp_path / "config.json").write_text(json.dumps({
-        "train": {"dataset": "imagefolder", "data_root": str(tmp_path)},
-        "preset": {"dataset": "cifar10"},
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "train": {"dataset": "imagefolder", "data_root": str(tmp_path)},
+                "preset": {"dataset": "cifar10"},
+            }
+        )
+    )
     loaded = []
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
     monkeypatch.setattr(
         experiment, "load_test_set", lambda *args, **kwargs: loaded.append(args[:2]) or (x, y)
     )
-    report = cli.main([str(tmp_path), "--attack", "cw", "--n", "2", "--recall-n", "30",
-                       "--binary-search-steps", "1", "--cw-steps", "2", "--example-images", "0"])
+    report = cli.main(
+        [
+            str(tmp_path),
+            "--attack",
+            "cw",
+            "--n",
+            "2",
+            "--recall-n",
+            "30",
+            "--binary-search-steps",
+            "1",
+            "--cw-steps",
+            "2",
+            "--example-images",
+            "0",
+        ]
+    )
     assert loaded == [("imagefolder", tmp_path)]
     assert report["config"]["eps"] == PAPER_EPS["cifar10"]
     assert report["detector"]["threshold_quantile"] == PAPER_RECALL["cifar10"]
@@ -427,8 +539,12 @@ def test_python_m_flows_attack_is_the_cli_and_keeps_the_names_callers_import():
     assert shim.main is cli.main
     assert shim.AttackConfig is AttackConfig and shim.run_experiment is run_experiment
     assert shim.PAPER_EPS is PAPER_EPS and shim.ExperimentError is experiment.ExperimentError
-    done = subprocess.run([sys.executable, "-m", "flows.attack", "--help"], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.attack", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "--spherical-moves" in done.stdout
 
 
@@ -441,5 +557,11 @@ def test_every_config_field_is_an_option_and_only_given_ones_reach_the_config(tm
         assert field.name in options, field.name
         assert options[field.name].required == (field.name == "attack")
     given = vars(parser.parse_args([str(tmp_path), "--attack", "cw"]))
-    assert given == {"run_dir": given["run_dir"], "attack": "cw", "data_root": None,
-                     "device": "cpu", "output": None, "stored_order": False}
+    assert given == {
+        "run_dir": given["run_dir"],
+        "attack": "cw",
+        "data_root": None,
+        "device": "cpu",
+        "output": None,
+        "stored_order": False,
+    }

@@ -128,8 +128,13 @@ def test_missing_dataset_is_one_line_without_download_hint(tmp_path, capsys, mak
     empty.mkdir()
     run = make_run(tmp_path / "run", train={"dataset": "mnist", "data_root": str(empty)})
     argv = [str(run), "--attack", "cw", "--output", str(tmp_path / "out.json")]
-    line = fails(capsys, argv, "mnist test set is not under data root", str(empty),
-                 "recorded in RUN_DIR/config.json")
+    line = fails(
+        capsys,
+        argv,
+        "mnist test set is not under data root",
+        str(empty),
+        "recorded in RUN_DIR/config.json",
+    )
     assert "download" not in line
     # $CGM_DATA_ROOT beats the recorded root, --data-root beats both
     other = tmp_path / "other"
@@ -143,8 +148,12 @@ def test_missing_dataset_is_one_line_without_download_hint(tmp_path, capsys, mak
 def test_dataset_without_data_root(tmp_path, capsys, make_run, monkeypatch):
     monkeypatch.delenv("CGM_DATA_ROOT", raising=False)
     run = make_run(tmp_path / "run", model=False, train={"dataset": "mnist"})
-    fails(capsys, [str(run), "--attack", "cw", "--output", str(tmp_path / "o.json")],
-          "argument --data-root", "CGM_DATA_ROOT")
+    fails(
+        capsys,
+        [str(run), "--attack", "cw", "--output", str(tmp_path / "o.json")],
+        "argument --data-root",
+        "CGM_DATA_ROOT",
+    )
 
 
 def test_no_paper_defaults_for_other_datasets(tmp_path, capsys):
@@ -179,8 +188,18 @@ def test_default_output_rule(tmp_path, capsys, monkeypatch, model_classes):
     y = torch.tensor([0, 1] * 3)
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model)
     monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    fast = ["--n", "2", "--recall-n", "6", "--binary-search-steps", "1", "--cw-steps", "2",
-            "--example-images", "0"]
+    fast = [
+        "--n",
+        "2",
+        "--recall-n",
+        "6",
+        "--binary-search-steps",
+        "1",
+        "--cw-steps",
+        "2",
+        "--example-images",
+        "0",
+    ]
     elsewhere = tmp_path / "results" / "mine.json"
     cli.main([str(inside), *BASE, *fast, "--output", str(elsewhere)])
     assert elsewhere.is_file() and not (inside / "attacks").exists()
@@ -200,29 +219,61 @@ def test_output_must_be_a_writable_json_file(tiny_run, tmp_path, capsys):
     fails(capsys, [str(tiny_run), *BASE, "--output", str(folder)], "--output", "is a folder")
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
-    fails(capsys, [str(tiny_run), *BASE, "--output", str(blocker / "out.json")],
-          "--output: ", "blocker")
+    fails(
+        capsys,
+        [str(tiny_run), *BASE, "--output", str(blocker / "out.json")],
+        "--output: ",
+        "blocker",
+    )
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         try:
-            fails(capsys, [str(tiny_run), *BASE, "--output", str(locked / "out.json")],
-                  "--output: ", "not writable")
+            fails(
+                capsys,
+                [str(tiny_run), *BASE, "--output", str(locked / "out.json")],
+                "--output: ",
+                "not writable",
+            )
         finally:
             locked.chmod(0o700)
 
 
 def test_too_few_correct_images_is_one_line(tiny_run, capsys):
-    fails(capsys, [str(tiny_run), *BASE, "--n", "100", "--recall-n", "8", "--batch-size", "64"],
-          "correctly classified", "--n 100")
+    fails(
+        capsys,
+        [str(tiny_run), *BASE, "--n", "100", "--recall-n", "8", "--batch-size", "64"],
+        "correctly classified",
+        "--n 100",
+    )
 
 
 def test_end_to_end_on_a_tiny_synthetic_run(tiny_run, capsys):
     """A real run folder (checkpoint + config.json): flows.load, the synthetic test split of the
     run's size, the attack, the JSON and the PNG beside the run."""
-    report = cli.main([str(tiny_run), "--attack", "cw", "--n", "2", "--eps", "5",
-                       "--threshold-quantile", "0.9", "--recall-n", "16", "--batch-size", "8",
-                       "--binary-search-steps", "1", "--cw-steps", "3", "--example-images", "2"])
+    report = cli.main(
+        [
+            str(tiny_run),
+            "--attack",
+            "cw",
+            "--n",
+            "2",
+            "--eps",
+            "5",
+            "--threshold-quantile",
+            "0.9",
+            "--recall-n",
+            "16",
+            "--batch-size",
+            "8",
+            "--binary-search-steps",
+            "1",
+            "--cw-steps",
+            "3",
+            "--example-images",
+            "2",
+        ]
+    )
     saved = json.loads((tiny_run / "attacks" / "cw.json").read_text())
     assert saved["attacked_indices"] == report["attacked_indices"]
     assert all(0 <= i < 64 for i in saved["attacked_indices"])  # synthetic_size of the run

@@ -30,7 +30,9 @@ def test_cw_on_glow_verifies_under_attack_noise(tiny):
     model, x = tiny
     tm = flows_threat_model(model, LikelihoodDetector(12.0, model.num_dims), noise_seed=0)
     y = tm.classify(x)
-    result = CarliniWagnerL2(binary_search_steps=2, steps=20)(tm.with_detector(None), x, Misclassified(y))
+    result = CarliniWagnerL2(binary_search_steps=2, steps=20)(
+        tm.with_detector(None), x, Misclassified(y)
+    )
     assert result.success.any()
     assert result.adversarial.min() >= -0.5 and result.adversarial.max() <= 0.5
     verification = verify(tm, x, result, y)
@@ -40,8 +42,9 @@ def test_cw_on_glow_verifies_under_attack_noise(tiny):
 def test_boundary_experiment_on_glow(tiny):
     model, x = tiny
     labels = flows_threat_model(model, noise_seed=0).classify(x)
-    config = AttackConfig(attack="boundary", n=3, eps=5.0, threshold=12.0, recall_n=6,
-                          batch_size=3, max_queries=60)
+    config = AttackConfig(
+        attack="boundary", n=3, eps=5.0, threshold=12.0, recall_n=6, batch_size=3, max_queries=60
+    )
     report, result, _ = run_experiment(model, x, labels, config, progress=False)
     assert report["detector"]["num_dims"] == model.num_dims
     assert report["attack_noise"]["table2"]["fools_classifier_pct"] == 100.0 * float(

@@ -74,17 +74,32 @@ CASES = [
     ("float-y", lambda x, y, t: (x, y.double(), t), "y: labels must have an integer dtype"),
     ("bool-y", lambda x, y, t: (x, y.bool(), t), "y: labels must have an integer dtype"),
     ("short-y", lambda x, y, t: (x, y[:3], t), "y: labels must have shape (4,)"),
-    ("y-too-large", lambda x, y, t: (x, at([0, 0, 0, 12]), t),
-     "y: labels must lie in [0, 2), got 12 at index 3"),
+    (
+        "y-too-large",
+        lambda x, y, t: (x, at([0, 0, 0, 12]), t),
+        "y: labels must lie in [0, 2), got 12 at index 3",
+    ),
     ("negative-y", lambda x, y, t: (x, at([0, -1, 0, 0]), t), "y: labels must"),
-    ("target-is-y", lambda x, y, t: (x, y, at([1, 1, 0, 1])),
-     "targets: must differ from the true labels y, got target 0 = y at index 2"),
-    ("target-too-large", lambda x, y, t: (x, y, at([1, 5, 1, 1])),
-     "targets: labels must lie in [0, 2), got 5 at index 1"),
-    ("float-targets", lambda x, y, t: (x, y, at([1, 1, 1, 1]).float()),
-     "targets: labels must have an integer dtype"),
-    ("long-targets", lambda x, y, t: (x, y, at([1, 1, 1, 1, 1])),
-     "targets: labels must have shape"),
+    (
+        "target-is-y",
+        lambda x, y, t: (x, y, at([1, 1, 0, 1])),
+        "targets: must differ from the true labels y, got target 0 = y at index 2",
+    ),
+    (
+        "target-too-large",
+        lambda x, y, t: (x, y, at([1, 5, 1, 1])),
+        "targets: labels must lie in [0, 2), got 5 at index 1",
+    ),
+    (
+        "float-targets",
+        lambda x, y, t: (x, y, at([1, 1, 1, 1]).float()),
+        "targets: labels must have an integer dtype",
+    ),
+    (
+        "long-targets",
+        lambda x, y, t: (x, y, at([1, 1, 1, 1, 1])),
+        "targets: labels must have shape",
+    ),
 ]
 IDS = [case[0] for case in CASES]
 
@@ -113,8 +128,14 @@ def test_verify(setup, name, change, message):
     tm = threat_model(m, eps=1.0)
     clean = torch.nan_to_num(x, nan=0.0, posinf=0.0)
     with pytest.raises(ValueError, match=_literal(message)):  # the result carries the targets
-        result = AttackResult(clean, torch.ones(len(x), dtype=torch.bool), torch.zeros(len(x)),
-                              torch.ones(len(x), dtype=torch.long), ("",) * len(x), targets)
+        result = AttackResult(
+            clean,
+            torch.ones(len(x), dtype=torch.bool),
+            torch.zeros(len(x)),
+            torch.ones(len(x), dtype=torch.long),
+            ("",) * len(x),
+            targets,
+        )
         verify(tm, x, result, y)
 
 
@@ -124,8 +145,9 @@ def test_modified_boundary_attack(setup, name, change, message):
     x, y, targets = change(x, y, None)
     pool_x, pool_y = m.on_axis([-0.25, 0.25]), at([0, 1])
     with pytest.raises(ValueError, match=_literal(message)):
-        modified_boundary_attack(FAST_BOUNDARY, threat_model(m), x, y, pool_x, pool_y,
-                                 targets=targets)
+        modified_boundary_attack(
+            FAST_BOUNDARY, threat_model(m), x, y, pool_x, pool_y, targets=targets
+        )
 
 
 def test_decision_model_num_classes_defaults_to_reject_label(setup):

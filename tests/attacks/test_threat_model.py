@@ -68,7 +68,9 @@ def test_fixed_noise_uses_one_batched_call_when_the_model_can_share_noise():
     assert fixed.takes_shared_noise
     batched = fixed(x)
     assert m.calls == 1
-    per_example = torch.cat([m.scores(x[i : i + 1], torch.Generator().manual_seed(11)) for i in range(5)])
+    per_example = torch.cat(
+        [m.scores(x[i : i + 1], torch.Generator().manual_seed(11)) for i in range(5)]
+    )
     torch.testing.assert_close(batched, per_example)
 
 
@@ -151,8 +153,13 @@ def test_verify_rejects_false_claims_and_counts_table2(two_gaussian):
     assert math.isclose(stats["fools_classifier_pct"], 200 / 6)
     assert len(v.records()) == 6 and v.records()[0]["success_undetected"] is True
     targeted_result = dataclasses.replace(result, targets=torch.zeros(6, dtype=torch.long))
-    targeted = verify(tm, x, targeted_result, torch.ones(6, dtype=torch.long),  # target != y
-                      eps=None)
+    targeted = verify(
+        tm,
+        x,
+        targeted_result,
+        torch.ones(6, dtype=torch.long),  # target != y
+        eps=None,
+    )
     assert targeted.fools_classifier.tolist() == [False, False, True, False, False, False]
 
 
@@ -194,7 +201,9 @@ def test_one_encoding_decision_equals_two_encodings_and_encodes_once(model_class
             return super().class_log_likelihoods(x, generator)
 
     m = Counting(noise=0.05)
-    m.num_dims = m.dim  # TwoGaussian's bits/dim divides by D = dim, as flows.measures.bits_per_dim does
+    m.num_dims = (
+        m.dim
+    )  # TwoGaussian's bits/dim divides by D = dim, as flows.measures.bits_per_dim does
     det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
     one = flows_threat_model(m, det, noise_seed=0, bits_from_class_scores=True)
     two = _two_encodings(one)

@@ -21,8 +21,14 @@ def test_cli_prints_dimension_interval_kls_and_report(capsys):
     assert main(["--eps", "0.1", "--delta", "0.01", "--Delta", "0.1", "--monte-carlo", "2000"]) == 0
     out = capsys.readouterr().out
     assert f"minimal dimension d = {find_dimension(0.1, 0.01, 0.1)}" in out
-    for needle in ("feasible lambda1", "KL(q(x,y)||p(x,y))", "Lemma 3 bound", "item 7b",
-                   "all checked items hold: True", "Monte Carlo (n=2000"):
+    for needle in (
+        "feasible lambda1",
+        "KL(q(x,y)||p(x,y))",
+        "Lemma 3 bound",
+        "item 7b",
+        "all checked items hold: True",
+        "Monte Carlo (n=2000",
+    ):
         assert needle in out
 
 
@@ -33,8 +39,12 @@ def test_cli_rejects_invalid_arguments_with_a_clear_message(capsys):
 
 
 def test_module_entry_point_runs():
-    result = subprocess.run([sys.executable, "-m", "counterexample", "--eps", "0.5"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "counterexample", "--eps", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "minimal dimension d =" in result.stdout
 
@@ -73,7 +83,11 @@ BAD_ARGS = [
     (["--eps", "nan"], "--eps", "(0.0, inf)"),
     (["--eps", "inf"], "--eps", "(0.0, inf)"),
     (["--eps=-inf"], "--eps", "(0.0, inf)"),
-    (["--eps", "-inf"], "--eps", "eps > 0"),  # argparse reads "-inf" as an option: "expected one argument"
+    (
+        ["--eps", "-inf"],
+        "--eps",
+        "eps > 0",
+    ),  # argparse reads "-inf" as an option: "expected one argument"
     (["--eps", "0"], "--eps", "(0.0, inf)"),
     (["--eps", "-0.1"], "--eps", "(0.0, inf)"),
     (["--eps", "abc"], "--eps", "(0.0, inf)"),
@@ -109,7 +123,9 @@ BAD_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("argv, name, valid", BAD_ARGS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.parametrize(
+    "argv, name, valid", BAD_ARGS, ids=lambda v: " ".join(v) if isinstance(v, list) else None
+)
 def test_bad_argument_is_one_line_naming_it_with_exit_status_2(capsys, argv, name, valid):
     assert main(argv) == 2
     captured = capsys.readouterr()
@@ -122,12 +138,22 @@ def test_bad_argument_is_one_line_naming_it_with_exit_status_2(capsys, argv, nam
     assert "Traceback" not in captured.err and "usage:" not in captured.err
 
 
-@pytest.mark.parametrize("argv", [["--Delta", "1e-17"], ["--Delta", "5e-324"], ["--monte-carlo", "-5"],
-                                  ["--eps", "abc"], ["--d", "0"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--Delta", "1e-17"],
+        ["--Delta", "5e-324"],
+        ["--monte-carlo", "-5"],
+        ["--eps", "abc"],
+        ["--d", "0"],
+    ],
+    ids=" ".join,
+)
 def test_module_entry_point_refuses_with_one_line_and_status_2(argv):
     """The former crashes, through the real ``python -m`` entry point."""
-    result = subprocess.run([sys.executable, "-m", "counterexample", *argv],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "counterexample", *argv], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1 and argv[0] in result.stderr
@@ -135,9 +161,14 @@ def test_module_entry_point_refuses_with_one_line_and_status_2(argv):
 
 
 HOSTILE_BUT_VALID = [
-    ["--Delta", "1e-15"], ["--eps", "1e-300"], ["--eps", "1e300"], ["--delta", "0.49999999999999994"],
-    ["--Delta", "1e308"], ["--d", str(10**19), "--lambda1", "1e-21"],
-    ["--d", str(10**300), "--lambda1", "1e-303"], ["--monte-carlo", "2"],
+    ["--Delta", "1e-15"],
+    ["--eps", "1e-300"],
+    ["--eps", "1e300"],
+    ["--delta", "0.49999999999999994"],
+    ["--Delta", "1e308"],
+    ["--d", str(10**19), "--lambda1", "1e-21"],
+    ["--d", str(10**300), "--lambda1", "1e-303"],
+    ["--monte-carlo", "2"],
     ["--seed", str(2**128 - 1), "--monte-carlo", "50"],
 ]
 
@@ -175,8 +206,12 @@ def reference_rows(ce, eps, delta, rtol=1e-12):
             ber(1 / V, l1) / 2 < e,  # (18), KL(q||p) joint
             ber(l1, 1 / V) / 2 < e,  # (18), KL(p||q) joint
             l1 / (l1 + l2) >= conf,  # condition 1
-            (l1 >= ((1 - dl) / dl) ** 2 / V and l1 <= -mpmath.expm1(-e) and l1 > 1 / V
-             and l1 < e / (d * L)),  # conditions 2-5
+            (
+                l1 >= ((1 - dl) / dl) ** 2 / V
+                and l1 <= -mpmath.expm1(-e)
+                and l1 > 1 / V
+                and l1 < e / (d * L)
+            ),  # conditions 2-5
         ]
         r = 1.0 + 0.5 * ce.Delta
         r_bar = max(0.0, 0.5 * (r + 1.0 - ce.Delta))
@@ -184,8 +219,13 @@ def reference_rows(ce, eps, delta, rtol=1e-12):
         in_shell = 1 < R <= 1 + D  # there p(0|x) = q(0|x) = 1
         p_bar0, q_bar0 = l1 / (l1 + l2), 1 / (1 + l2 * V)  # Lemma 1 inside the unit ball
         q_bar = (1 / V + l2) / 2  # c_d q(x_bar)
-        pairs = sorted([(q_bar, (l1 + l2) / 2), (1 / (2 * V), (1 - l1) / 2),
-                        ((1 - l2) / (2 * (mpmath.power(3, d) - mpmath.power(2, d))), (1 - l2) / 2)])
+        pairs = sorted(
+            [
+                (q_bar, (l1 + l2) / 2),
+                (1 / (2 * V), (1 - l1) / 2),
+                ((1 - l2) / (2 * (mpmath.power(3, d) - mpmath.power(2, d))), (1 - l2) / 2),
+            ]
+        )
         cumulative, median = 0, None
         for value, mass in pairs:
             cumulative += mass
@@ -207,10 +247,18 @@ def _checked(report):
     return [ok for _, _, ok in report.rows if ok is not None]
 
 
-@pytest.mark.parametrize("eps, delta, Delta", [
-    (0.1, 0.01, 1e-15), (1.0, 0.1, 1e-15), (1e-3, 1e-5, 3e-15), (0.5, 0.3, 1e-14), (0.05, 0.2, 1e-12),
-    (0.1, 0.01, 0.1),
-], ids=str)
+@pytest.mark.parametrize(
+    "eps, delta, Delta",
+    [
+        (0.1, 0.01, 1e-15),
+        (1.0, 0.1, 1e-15),
+        (1e-3, 1e-5, 3e-15),
+        (0.5, 0.3, 1e-14),
+        (0.05, 0.2, 1e-12),
+        (0.1, 0.01, 0.1),
+    ],
+    ids=str,
+)
 def test_report_agrees_with_the_high_precision_reference_down_to_Delta_1e_15(eps, delta, Delta):
     ce = Counterexample.from_targets(eps, delta, Delta)
     report = check_proposition(ce, eps, delta)
@@ -244,7 +292,8 @@ def test_Delta_1e_15_report_holds_and_the_old_float_midpoint_was_outside_the_int
         assert log_lower <= mpmath.log(f(ce.lambda1)) < log_upper
         # d is minimal: the interval at d - 1 is empty
         assert 2 * mpmath.log((1 - f(delta)) / f(delta)) - (d - 1) * L > (
-            mpmath.log(f(eps)) - mpmath.log(d - 1) - mpmath.log(L))
+            mpmath.log(f(eps)) - mpmath.log(d - 1) - mpmath.log(L)
+        )
     assert main(["--Delta", "1e-15"]) == 0
     out = capsys.readouterr().out
     assert "minimal dimension d = 14141971899412665" in out

@@ -21,14 +21,21 @@ def test_unit_ball_volume_matches_known_values():
     assert math.exp(log_unit_ball_volume(3)) == pytest.approx(4 / 3 * math.pi)
 
 
-@pytest.mark.parametrize("a, b, d", [(0.0, 1.0, 3), (1.0, 1.1, 7), (2.0, 3.0, 20), (1.0, 1.0 + 1e-9, 5)])
+@pytest.mark.parametrize(
+    "a, b, d", [(0.0, 1.0, 3), (1.0, 1.1, 7), (2.0, 3.0, 20), (1.0, 1.0 + 1e-9, 5)]
+)
 def test_radial_volume_and_cdf_against_direct_powers(a, b, d):
-    assert log_radial_volume(a, b, d) == pytest.approx(math.log(b**d - a**d), rel=1e-6 if b - a < 1e-6 else 1e-13)
+    assert log_radial_volume(a, b, d) == pytest.approx(
+        math.log(b**d - a**d), rel=1e-6 if b - a < 1e-6 else 1e-13
+    )
     r = a + 0.37 * (b - a)
-    assert math.exp(annulus_log_cdf(r, a, b, d)) == pytest.approx((r**d - a**d) / (b**d - a**d), rel=1e-6)
+    assert math.exp(annulus_log_cdf(r, a, b, d)) == pytest.approx(
+        (r**d - a**d) / (b**d - a**d), rel=1e-6
+    )
     lo, hi = a + 0.1 * (b - a), a + 0.8 * (b - a)
     assert annulus_interval_probability(lo, hi, a, b, d) == pytest.approx(
-        (hi**d - lo**d) / (b**d - a**d), rel=1e-6)
+        (hi**d - lo**d) / (b**d - a**d), rel=1e-6
+    )
 
 
 def test_log1mexp_is_accurate_on_both_branches():
@@ -41,11 +48,20 @@ def test_log1mexp_is_accurate_on_both_branches():
     assert log1mexp(0.0) == -np.inf and log1mexp(-np.inf) == 0.0
 
 
-@pytest.mark.parametrize("field, value, error", [
-    ("d", 0, ValueError), ("d", -3, ValueError), ("d", 2.5, TypeError), ("d", True, TypeError),
-    ("Delta", 0.0, ValueError), ("Delta", float("nan"), ValueError), ("lambda1", 1.5, ValueError),
-    ("lambda2", -0.1, ValueError), ("lambda1", "x", TypeError),
-])
+@pytest.mark.parametrize(
+    "field, value, error",
+    [
+        ("d", 0, ValueError),
+        ("d", -3, ValueError),
+        ("d", 2.5, TypeError),
+        ("d", True, TypeError),
+        ("Delta", 0.0, ValueError),
+        ("Delta", float("nan"), ValueError),
+        ("lambda1", 1.5, ValueError),
+        ("lambda2", -0.1, ValueError),
+        ("lambda1", "x", TypeError),
+    ],
+)
 def test_invalid_construction_arguments_raise_naming_the_field(field, value, error):
     kwargs = {"d": 5, "Delta": 0.1, "lambda1": 0.1, "lambda2": 0.01, field: value}
     with pytest.raises(error, match=field):
@@ -87,7 +103,9 @@ def test_joint_and_marginal_relations():
         joint = [getattr(ce, f"log_{which}_joint")(r, y) for y in (0, 1)]
         np.testing.assert_allclose(np.exp(joint[0]), 0.5 * np.exp(cond[0]), rtol=1e-14)
         marginal = getattr(ce, f"log_{which}_marginal")(r)
-        np.testing.assert_allclose(np.exp(marginal), np.exp(joint[0]) + np.exp(joint[1]), rtol=1e-14)
+        np.testing.assert_allclose(
+            np.exp(marginal), np.exp(joint[0]) + np.exp(joint[1]), rtol=1e-14
+        )
 
 
 def test_model_equals_data_on_class_one_and_uniform_on_class_zero():

@@ -62,18 +62,35 @@ def test_returned_dimension_is_feasible_and_the_previous_is_not(args):
     assert is_feasible(d, eps, delta, Delta)
 
 
-@pytest.mark.parametrize("eps, delta, Delta", [
-    (0.1, 0.01, 0.1), (1.0, 0.1, 0.5), (10.0, 0.4, 1.0), (100.0, 0.49, 0.01), (0.5, 0.45, 0.3),
-    (3.0, 0.3, 2.0), (1e-3, 1e-3, 0.05),
-], ids=str)
+@pytest.mark.parametrize(
+    "eps, delta, Delta",
+    [
+        (0.1, 0.01, 0.1),
+        (1.0, 0.1, 0.5),
+        (10.0, 0.4, 1.0),
+        (100.0, 0.49, 0.01),
+        (0.5, 0.45, 0.3),
+        (3.0, 0.3, 2.0),
+        (1e-3, 1e-3, 0.05),
+    ],
+    ids=str,
+)
 def test_matches_a_brute_force_scan_over_small_dimensions(eps, delta, Delta):
     d = next(n for n in range(1, 100_000) if feasible_oracle(n, eps, delta, Delta))
     assert find_dimension(eps, delta, Delta) == d
 
 
-@pytest.mark.parametrize("eps, delta, Delta", [
-    (1e-3, 1e-5, 1e-6), (0.5, 0.49, 1e-9), (1e-8, 1e-8, 1e-12), (1.0, 0.1, 1e-15), (1e-2, 0.2, 1e-17),
-], ids=str)
+@pytest.mark.parametrize(
+    "eps, delta, Delta",
+    [
+        (1e-3, 1e-5, 1e-6),
+        (0.5, 0.49, 1e-9),
+        (1e-8, 1e-8, 1e-12),
+        (1.0, 0.1, 1e-15),
+        (1e-2, 0.2, 1e-17),
+    ],
+    ids=str,
+)
 def test_exact_when_tiny_Delta_pushes_d_into_the_billions_and_beyond(eps, delta, Delta):
     d = find_dimension(eps, delta, Delta)
     assert d > 10**6
@@ -132,8 +149,14 @@ def test_interval_reports_the_binding_condition():
 
 
 BAD = [
-    (float("nan"), ValueError), (float("inf"), ValueError), (-float("inf"), ValueError),
-    (True, TypeError), (False, TypeError), ("0.1", TypeError), (None, TypeError), ([0.1], TypeError),
+    (float("nan"), ValueError),
+    (float("inf"), ValueError),
+    (-float("inf"), ValueError),
+    (True, TypeError),
+    (False, TypeError),
+    ("0.1", TypeError),
+    (None, TypeError),
+    ([0.1], TypeError),
 ]
 
 
@@ -149,12 +172,20 @@ def test_invalid_types_and_non_finite_values_raise_naming_the_argument(bad, erro
     assert repr(bad) in message
 
 
-@pytest.mark.parametrize("args, name, valid", [
-    ((0.0, 0.01, 0.1), "eps", "(0.0, inf)"), ((-1.0, 0.01, 0.1), "eps", "(0.0, inf)"),
-    ((0.1, 0.0, 0.1), "delta", "(0.0, 0.5)"), ((0.1, 0.5, 0.1), "delta", "(0.0, 0.5)"),
-    ((0.1, 0.7, 0.1), "delta", "(0.0, 0.5)"), ((0.1, -0.1, 0.1), "delta", "(0.0, 0.5)"),
-    ((0.1, 0.01, 0.0), "Delta", "(0.0, inf)"), ((0.1, 0.01, -2.0), "Delta", "(0.0, inf)"),
-], ids=str)
+@pytest.mark.parametrize(
+    "args, name, valid",
+    [
+        ((0.0, 0.01, 0.1), "eps", "(0.0, inf)"),
+        ((-1.0, 0.01, 0.1), "eps", "(0.0, inf)"),
+        ((0.1, 0.0, 0.1), "delta", "(0.0, 0.5)"),
+        ((0.1, 0.5, 0.1), "delta", "(0.0, 0.5)"),
+        ((0.1, 0.7, 0.1), "delta", "(0.0, 0.5)"),
+        ((0.1, -0.1, 0.1), "delta", "(0.0, 0.5)"),
+        ((0.1, 0.01, 0.0), "Delta", "(0.0, inf)"),
+        ((0.1, 0.01, -2.0), "Delta", "(0.0, inf)"),
+    ],
+    ids=str,
+)
 def test_out_of_range_values_raise_with_the_valid_range(args, name, valid):
     with pytest.raises(ValueError) as info:
         find_dimension(*args)
@@ -166,7 +197,8 @@ def test_accepts_integers_and_numpy_floats():
 
     assert find_dimension(1, 0.1, 1) == find_dimension(1.0, 0.1, 1.0)
     assert find_dimension(np.float64(0.1), np.float32(0.25), np.float64(0.1)) == find_dimension(
-        0.1, float(np.float32(0.25)), 0.1)
+        0.1, float(np.float32(0.25)), 0.1
+    )
 
 
 def test_package_exposes_the_fixed_name():

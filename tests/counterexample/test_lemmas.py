@@ -21,14 +21,18 @@ lams = st.floats(min_value=1e-4, max_value=0.999)
 def _radial_integral_u(fn, lo, hi, d):
     r"""∫_{lo<=|x|<=hi} fn(|x|) dx = c_d ∫_{lo^d}^{hi^d} fn(u^{1/d}) du  (substitution u = r^d)."""
     c_d = math.exp(log_unit_ball_volume(d))
-    value, _ = integrate.quad(lambda u: fn(u ** (1.0 / d)), lo**d, hi**d, epsabs=0, epsrel=1e-13, limit=200)
+    value, _ = integrate.quad(
+        lambda u: fn(u ** (1.0 / d)), lo**d, hi**d, epsabs=0, epsrel=1e-13, limit=200
+    )
     return c_d * value
 
 
 def _radial_integral_r(fn, lo, hi, d):
     r"""∫_{lo<=|x|<=hi} fn(|x|) dx = d c_d ∫ fn(r) r^{d-1} dr  (no substitution)."""
     c_d = math.exp(log_unit_ball_volume(d))
-    value, _ = integrate.quad(lambda r: fn(r) * r ** (d - 1), lo, hi, epsabs=0, epsrel=1e-13, limit=200)
+    value, _ = integrate.quad(
+        lambda r: fn(r) * r ** (d - 1), lo, hi, epsabs=0, epsrel=1e-13, limit=200
+    )
     return d * c_d * value
 
 
@@ -42,7 +46,9 @@ def _kl_by_integration(ce, first, second, integral):
         return math.exp(lf) * (lf - lg)
 
     eta = 1e-12  # stay off the boundary spheres, where both pieces are defined
-    return integral(integrand, 0.0, 1.0 - eta, ce.d) + integral(integrand, 1.0 + eta, 1.0 + ce.Delta, ce.d)
+    return integral(integrand, 0.0, 1.0 - eta, ce.d) + integral(
+        integrand, 1.0 + eta, 1.0 + ce.Delta, ce.d
+    )
 
 
 @PROPS
@@ -63,13 +69,17 @@ def test_lemma3_closed_form_equals_radial_integration(d, Delta, lambda1):
     assert closed == pytest.approx(numeric, rel=1e-8, abs=1e-12)
 
 
-@pytest.mark.parametrize("d, Delta, lambda1", [(1, 0.5, 0.3), (2, 0.2, 0.05), (5, 1.0, 0.5), (12, 0.1, 0.2)])
+@pytest.mark.parametrize(
+    "d, Delta, lambda1", [(1, 0.5, 0.3), (2, 0.2, 0.05), (5, 1.0, 0.5), (12, 0.1, 0.2)]
+)
 def test_kls_equal_integration_in_r_without_substitution(d, Delta, lambda1):
     ce = Counterexample(d, Delta, lambda1, 0.01)
     assert ce.kl_q_p_conditional() == pytest.approx(
-        _kl_by_integration(ce, "q", "p", _radial_integral_r), rel=1e-8)
+        _kl_by_integration(ce, "q", "p", _radial_integral_r), rel=1e-8
+    )
     assert ce.kl_p_q_conditional() == pytest.approx(
-        _kl_by_integration(ce, "p", "q", _radial_integral_r), rel=1e-8)
+        _kl_by_integration(ce, "p", "q", _radial_integral_r), rel=1e-8
+    )
 
 
 @PROPS
@@ -106,7 +116,9 @@ def test_densities_are_normalised(d, Delta, lambda1, lambda2):
         for y in (0, 1):
             log_f = getattr(ce, f"log_{which}_conditional")
             mass = sum(
-                _radial_integral_u(lambda r, y=y, log_f=log_f: math.exp(float(log_f(r, y))), a, b, d)
+                _radial_integral_u(
+                    lambda r, y=y, log_f=log_f: math.exp(float(log_f(r, y))), a, b, d
+                )
                 for a, b in [(0, 1 - 1e-12), (1 + 1e-12, 1 + Delta), (2, 3)]
                 if not (y == 0 and a == 2) and not (y == 1 and a > 0.5 and a < 2)
             )
@@ -160,13 +172,17 @@ def test_kls_at_huge_dimension_are_finite_and_match_their_limits(d):
     """(1+Delta)^-d underflows; the exact KLs tend to Bernoulli limits computed independently."""
     Delta, lambda1 = 1e-3, 1e-4
     log_v = d * math.log1p(Delta)
-    assert lemmas.kl_q_p_conditional(d, Delta, lambda1) == pytest.approx(-math.log1p(-lambda1), rel=1e-12)
+    assert lemmas.kl_q_p_conditional(d, Delta, lambda1) == pytest.approx(
+        -math.log1p(-lambda1), rel=1e-12
+    )
     limit = lambda1 * (math.log(lambda1) + log_v) + (1 - lambda1) * math.log1p(-lambda1)
     assert lemmas.kl_p_q_conditional(d, Delta, lambda1) == pytest.approx(limit, rel=1e-12)
 
 
 @PROPS
-@given(d=st.integers(2, 60), Delta=Deltas, lambda1=lams, lambda2=lams, seed=st.integers(0, 2**32 - 1))
+@given(
+    d=st.integers(2, 60), Delta=Deltas, lambda1=lams, lambda2=lams, seed=st.integers(0, 2**32 - 1)
+)
 def test_posteriors_equal_bayes_rule_at_sampled_points(d, Delta, lambda1, lambda2, seed):
     from counterexample import sample_points
 

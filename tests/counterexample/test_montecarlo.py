@@ -19,8 +19,18 @@ from counterexample import (
 from counterexample.annulus import annulus_log_cdf
 
 
-@pytest.mark.parametrize("a, b, d", [(0.0, 1.0, 1), (0.0, 1.0, 7), (1.0, 1.1, 50), (2.0, 3.0, 10**4),
-                                     (1.0, 1.001, 10**6), (0.0, 1.5, 10**9)], ids=str)
+@pytest.mark.parametrize(
+    "a, b, d",
+    [
+        (0.0, 1.0, 1),
+        (0.0, 1.0, 7),
+        (1.0, 1.1, 50),
+        (2.0, 3.0, 10**4),
+        (1.0, 1.001, 10**6),
+        (0.0, 1.5, 10**9),
+    ],
+    ids=str,
+)
 def test_norm_sampler_matches_exact_cdf(a, b, d):
     r = sample_annulus_norms(20_000, a, b, d, rng=7)
     assert ((r >= a) & (r <= b)).all()
@@ -63,8 +73,11 @@ def test_samplers_are_deterministic_under_a_seed():
 
 
 # parameters where both regions have visible mass, so the estimators have non-zero variance
-MC_CASES = [Counterexample(10, 0.1, 0.3, 0.05), Counterexample(40, 0.05, 0.1, 0.01),
-            Counterexample(3, 0.5, 0.6, 0.3)]
+MC_CASES = [
+    Counterexample(10, 0.1, 0.3, 0.05),
+    Counterexample(40, 0.05, 0.1, 0.01),
+    Counterexample(3, 0.5, 0.6, 0.3),
+]
 
 
 @pytest.mark.parametrize("ce", MC_CASES, ids=lambda c: f"d={c.d}")
@@ -112,8 +125,12 @@ def test_attack_fails_where_the_model_is_not_fooled():
 
 
 @settings(max_examples=15, deadline=None)
-@given(eps=st.floats(1e-3, 0.3), delta=st.floats(1e-4, 0.3), Delta=st.floats(0.01, 0.9),
-       seed=st.integers(0, 2**31))
+@given(
+    eps=st.floats(1e-3, 0.3),
+    delta=st.floats(1e-4, 0.3),
+    Delta=st.floats(0.01, 0.9),
+    seed=st.integers(0, 2**31),
+)
 def test_attack_rate_agrees_with_theory_for_random_targets(eps, delta, Delta, seed):
     ce = Counterexample.from_targets(eps, delta, Delta)
     sim = simulate_attack(ce, delta, n=20_000, rng=seed)

@@ -61,7 +61,9 @@ def test_tv_distance_by_integration():
     total = 0.0
     for y in (0, 1):
         for a, b in [(0, 1 - 1e-12), (1 + 1e-12, 1.3), (2, 3)]:
-            val, _ = integrate.quad(lambda r, y=y: abs_diff(r, y) * 5 * c_d * r**4, a, b, epsrel=1e-12)
+            val, _ = integrate.quad(
+                lambda r, y=y: abs_diff(r, y) * 5 * c_d * r**4, a, b, epsrel=1e-12
+            )
             total += val
     assert tv_distance(ce) == pytest.approx(0.5 * total, rel=1e-9)
 

@@ -14,7 +14,10 @@ from counterexample.symbolic import SYMBOLS
 def test_annulus_density_is_derived_from_normalisation():
     d, c_d, Delta = SYMBOLS["d"], SYMBOLS["c_d"], SYMBOLS["Delta"]
     assert sp.simplify(symbolic.annulus_density(0, 1) - 1 / c_d) == 0
-    assert sp.simplify(symbolic.annulus_density(1, 1 + Delta) - 1 / (c_d * ((1 + Delta) ** d - 1))) == 0
+    assert (
+        sp.simplify(symbolic.annulus_density(1, 1 + Delta) - 1 / (c_d * ((1 + Delta) ** d - 1)))
+        == 0
+    )
 
 
 def test_lemma1_derivation_gives_eqs_11_and_12():
@@ -25,8 +28,12 @@ def test_lemma1_derivation_gives_eqs_11_and_12():
 
 
 @settings(max_examples=25, deadline=None)
-@given(d=st.integers(1, 400), Delta=st.floats(0.01, 2.0), lambda1=st.floats(1e-4, 0.99),
-       c_d=st.floats(0.1, 10.0))
+@given(
+    d=st.integers(1, 400),
+    Delta=st.floats(0.01, 2.0),
+    lambda1=st.floats(1e-4, 0.99),
+    c_d=st.floats(0.1, 10.0),
+)
 def test_lemma2_and_3_derivations_equal_numeric(d, Delta, lambda1, c_d):
     kl2 = symbolic.evaluate(symbolic.lemma2_kl(), d=d, Delta=Delta, lambda1=lambda1, c_d=c_d)
     kl3 = symbolic.evaluate(symbolic.lemma3_kl(), d=d, Delta=Delta, lambda1=lambda1, c_d=c_d)
@@ -45,8 +52,12 @@ def test_condition1_holds_with_equality_at_the_proofs_lambda2():
 
 
 @settings(max_examples=25, deadline=None)
-@given(d=st.integers(1, 500), Delta=st.floats(0.01, 2.0), delta=st.floats(1e-4, 0.49),
-       lambda1=st.floats(1e-6, 0.99))
+@given(
+    d=st.integers(1, 500),
+    Delta=st.floats(0.01, 2.0),
+    delta=st.floats(1e-4, 0.49),
+    lambda1=st.floats(1e-6, 0.99),
+)
 def test_condition2_algebra(d, Delta, delta, lambda1):
     threshold = symbolic.evaluate(symbolic.condition2_threshold(), d=d, Delta=Delta, delta=delta)
     K = (1 - delta) / delta
@@ -55,5 +66,7 @@ def test_condition2_algebra(d, Delta, delta, lambda1):
     lg = dimension._Log(math, 1.0, delta, Delta)
     assert math.log(threshold) == pytest.approx(lg.log_lower(d), rel=1e-10, abs=1e-10)
     # and q(0|x) is decreasing in lambda1, so "<= delta" means "lambda1 >= threshold"
-    slope = symbolic.evaluate(symbolic.condition2_direction(), d=d, Delta=Delta, delta=delta, lambda1=lambda1)
+    slope = symbolic.evaluate(
+        symbolic.condition2_direction(), d=d, Delta=Delta, delta=delta, lambda1=lambda1
+    )
     assert slope < 0

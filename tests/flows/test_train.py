@@ -140,7 +140,10 @@ def test_cli_reports_missing_data_without_a_traceback(tmp_path, capsys):
         )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("python -m flows.train: error: MNIST not found under") and str(tmp_path) in err
+    assert (
+        err.startswith("python -m flows.train: error: MNIST not found under")
+        and str(tmp_path) in err
+    )
     assert len(err.splitlines()) == 1
     run = tmp_path / "tiny"
     train(tiny_run_config(run, epochs=1))
