@@ -12,7 +12,7 @@ of the same length, and compare:
   10 000 test images, dequantised; from ``metrics.jsonl``), with the binomial standard error of
   the accuracy difference, :math:`\sqrt{p_1(1-p_1)/n + p_2(1-p_2)/n}`;
 * from one encoding of ``n`` test images under fixed noise
-  (:func:`paper_figures.trained.test_statistics`): the eq. 5 class term
+  (:func:`paper_figures.trained.run_statistics`): the eq. 5 class term
   :math:`\mathbb{E}[-\log p(y \mid x)]` in nats, and the 99th percentile of
   :math:`-\log p(y \mid x)` — the penalty of confident mistakes, which the robust priors are meant
   to bound — and the accuracy on those images (a check of the checkpoint against its log).
@@ -23,20 +23,28 @@ compared in absolute terms (their run-to-run spread is not measured: one seed pe
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from . import trained
-from .common import write_figure
-from .paths import figure_paths
+from flows.training import final_evaluation
 
-__all__ = ["NAME", "VARIANTS", "Config", "compute", "default_config", "generate", "plot"]
+from . import trained
+from .context import Context
+
+__all__ = [
+    "NAME",
+    "TABLE_COLUMNS",
+    "VARIANTS",
+    "Config",
+    "compute",
+    "default_config",
+    "plot",
+    "table_rows",
+]
 
 NAME = "appendix_b"
 
@@ -58,35 +66,31 @@ _SHORT_LABELS = {
 
 @dataclass(frozen=True)
 class Config:
-    """``n``: test images encoded for the posterior statistics; ``data_root``: see trained."""
+    """``n``: test images encoded for the posterior statistics."""
 
     n: int = 2000
-    data_root: str | None = None
 
 
-def default_config() -> Config:
-    """:class:`Config`, with ``n = 300`` in quick mode (``CGM_QUICK=1``)."""
-    return replace(Config(), n=300) if trained.quick_mode() else Config()
+def default_config(context: Context) -> Config:
+    """:class:`Config`, with ``n = 300`` in quick mode (``context.quick``)."""
+    return replace(Config(), n=300) if context.quick else Config()
 
 
-def _final_eval(run: Path) -> dict:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in records if r.get("kind") == "eval"]
-    if not evals:
-        raise ValueError(f"{run}/metrics.jsonl holds no evaluation record")
-    return evals[-1]
+def compute(config: Config, context: Context) -> dict:
+    """Per variant: logged accuracy/bits/dim, posterior statistics, difference to the reference.
 
-
-def compute(config: Config) -> dict:
-    """Per variant: logged accuracy/bits/dim, posterior statistics, difference to the reference."""
+    Raises FileNotFoundError when none of the runs is present.
+    """
     rows, missing = [], []
     for suffix, label, family, smoothing in VARIANTS:
-        run = trained.run_dir("mnist", suffix)
+        run = trained.run_dir("mnist", suffix, context)
         if not (run / "checkpoint.pt").is_file():
             missing.append(f"cpu-mnist-{suffix}")
             continue
-        final = _final_eval(run)
-        stats = trained.test_statistics("mnist", suffix, config.n, config.data_root)
+        final = final_evaluation(run)
+        if final is None:
+            raise ValueError(f"{run}/metrics.jsonl holds no evaluation record")
+        stats = trained.run_statistics("mnist", suffix, context, config.n)
         log_post = stats.class_log_likelihoods - torch.logsumexp(
             stats.class_log_likelihoods, dim=1, keepdim=True
         )
@@ -106,7 +110,9 @@ def compute(config: Config) -> dict:
                 "class_term_p99_nats": torch.quantile(nll_true, 0.99).item(),
             }
         )
-    if rows and rows[0]["run"] == f"cpu-mnist-{VARIANTS[0][0]}":
+    if not rows:
+        raise FileNotFoundError(f"no Appendix B run found: {missing}")
+    if rows[0]["run"] == f"cpu-mnist-{VARIANTS[0][0]}":
         ref = rows[0]
         for row in rows:
             n1, n2 = row["eval_examples"], ref["eval_examples"]
@@ -119,7 +125,7 @@ def compute(config: Config) -> dict:
             row["bits_per_dim_diff"] = row["bits_per_dim"] - ref["bits_per_dim"]
     significant = [r["label"] for r in rows[1:] if r.get("significant")]
     return {
-        "quick": trained.quick_mode(),
+        "quick": context.quick,
         "dataset": trained.DATASET_LABELS["mnist"],
         "n_posterior": config.n,
         "rows": rows,
@@ -170,36 +176,22 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write the Appendix B comparison under ``root``."""
-    config = default_config() if config is None else config
-    numbers = compute(config)
-    if not numbers["rows"]:
-        raise FileNotFoundError(f"no Appendix B run found: {numbers['missing_runs']}")
-    fig, _ = plot(numbers, config)
-    table = [
-        {
-            k: r.get(k)
-            for k in (
-                "run",
-                "label",
-                "epochs",
-                "accuracy",
-                "bits_per_dim",
-                "accuracy_diff",
-                "accuracy_diff_in_se",
-                "significant",
-                "bits_per_dim_diff",
-                "class_term_nats",
-                "class_term_p99_nats",
-            )
-        }
-        for r in numbers["rows"]
-    ]
-    return write_figure(figure_paths(NAME, root), fig, numbers, config, table=table)
+#: The columns of ``numbers.csv`` (those a row lacks are left empty).
+TABLE_COLUMNS = (
+    "run",
+    "label",
+    "epochs",
+    "accuracy",
+    "bits_per_dim",
+    "accuracy_diff",
+    "accuracy_diff_in_se",
+    "significant",
+    "bits_per_dim_diff",
+    "class_term_nats",
+    "class_term_p99_nats",
+)
 
 
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))
+def table_rows(numbers: dict) -> list[dict]:
+    """One CSV row per present variant (:data:`TABLE_COLUMNS`)."""
+    return [{k: r.get(k) for k in TABLE_COLUMNS} for r in numbers["rows"]]

@@ -1,24 +1,26 @@
 """``python -m paper_figures [--only NAME ...] [--out DIR] [--data-root DIR] [--quick] [--retrain]``.
 
 Regenerates the registered figures and tables. The Section 6 items read the committed trained runs
-(``artifacts/runs``) and the test sets under the data root (``--data-root`` or ``CGM_DATA_ROOT``);
-the Section 3 items need neither. ``--retrain`` first trains every run again
+(``artifacts/runs``) and the test sets under the data root (``--data-root``, else
+``$CGM_DATA_ROOT``); the Section 3 items need neither. ``--retrain`` first trains every run again
 (:mod:`paper_figures.retrain`) into ``--runs-dir`` (default ``./runs``; interrupted runs resume)
-and then regenerates the figures from there. ``--quick`` uses small sample sizes (as the tests and
-notebooks do with ``CGM_QUICK=1``); the outputs say whether they are quick.
+and then regenerates the figures from there. ``--quick`` (or ``CGM_QUICK=1``) uses small sample
+sizes, as the tests and notebooks do; the outputs say whether they are quick. The options and the
+environment become one :class:`~paper_figures.context.Context`, passed to every item; the
+environment is read, never written.
 """
 
 from __future__ import annotations
 
-import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
 
 from flows.arguments import ArgumentParser, existing_dir, positive_int
 
-from . import trained
+from .context import DATA_ROOT_ENV, QUICK_ENV, Context, DataRootError
 from .paths import OUTPUT_ROOT
 from .registry import FIGURES, generate
 
@@ -47,10 +49,10 @@ def _parser() -> ArgumentParser:
         type=existing_dir,
         default=None,
         metavar="DIR",
-        help=f"folder holding MNIST/ and cifar10-jpeg/ (default: ${trained.DATA_ROOT_ENV})",
+        help=f"folder holding MNIST/ and cifar10-jpeg/ (default: ${DATA_ROOT_ENV})",
     )
     p.add_argument(
-        "--quick", action="store_true", help=f"small sample sizes (same as {trained.QUICK_ENV}=1)"
+        "--quick", action="store_true", help=f"small sample sizes (same as {QUICK_ENV}=1)"
     )
     p.add_argument(
         "--retrain",
@@ -72,28 +74,29 @@ def _parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.quick and args.out is None:
+    context = Context.from_environment()
+    if args.data_root is not None:
+        context = replace(context, data_root=Path(args.data_root).resolve())
+    if args.quick:
+        context = replace(context, quick=True)
+    if context.quick and args.out is None:
         parser.error(
-            f"--quick needs --out: quick-mode numbers must not overwrite the committed outputs in "
-            f"{OUTPUT_ROOT}"
+            f"--quick (or {QUICK_ENV}=1) needs --out: quick-mode numbers must not overwrite the "
+            f"committed outputs in {OUTPUT_ROOT}"
         )
     matplotlib.use("Agg")
-    if args.data_root is not None:
-        os.environ[trained.DATA_ROOT_ENV] = str(Path(args.data_root).resolve())
-    if args.quick:
-        os.environ[trained.QUICK_ENV] = "1"
     if args.retrain:
         from .retrain import retrain
 
         try:
-            root = trained.data_root()
-        except trained.DataRootError as error:
+            data_root = context.require_data_root()
+        except DataRootError as error:
             parser.error(f"--retrain needs the datasets: {error}")
         runs = Path(args.runs_dir).resolve()
-        retrain(runs, root, threads=args.threads)
-        os.environ[trained.RUNS_ROOT_ENV] = str(runs)
+        retrain(runs, data_root, threads=args.threads)
+        context = replace(context, runs_root=runs)
     for name in args.only or list(FIGURES):
         t0 = time.perf_counter()
-        files = generate(name, root=args.out)
+        files = generate(name, context, root=args.out)
         print(f"{name}: {len(files)} files in {files[0].parent} ({time.perf_counter() - t0:.1f} s)")
     return 0

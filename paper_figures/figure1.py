@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from flows.analysis import alpha_grid, eligible_endpoints, evaluate_paths, interpolate, select_pairs
+from flows.paper import PAPER_FIGURE1
 
 from . import trained
-from .common import write_figure
-from .paths import figure_paths
+from .context import Context
 
 __all__ = [
     "CLASS_NAMES",
@@ -42,7 +41,6 @@ __all__ = [
     "decode_image",
     "default_config",
     "encode_image",
-    "generate",
     "plot",
 ]
 
@@ -63,11 +61,6 @@ CLASS_NAMES = {
         "truck",
     ),
 }
-#: The paper's qualitative claim for each dataset (Figure 1 caption).
-PAPER = {
-    "mnist": "interpolated images are far less likely than real images",
-    "cifar10": "the opposite is observed: interpolated images are more likely than the endpoints",
-}
 CLASS_COLOURS = ("#1f5fa8", "#e08214")
 
 
@@ -83,12 +76,11 @@ class Config:
     num_test: int | None = None
     pair_seed: int = 0
     batch_size: int = 250
-    data_root: str | None = None
 
 
-def default_config() -> Config:
-    """:class:`Config`; in quick mode (``CGM_QUICK=1``) 21 points and 500 test images."""
-    return replace(Config(), num_alphas=21, num_test=500) if trained.quick_mode() else Config()
+def default_config(context: Context) -> Config:
+    """:class:`Config`; in quick mode (``context.quick``) 21 points and 500 test images."""
+    return replace(Config(), num_alphas=21, num_test=500) if context.quick else Config()
 
 
 def encode_image(image: torch.Tensor) -> str:
@@ -103,14 +95,14 @@ def decode_image(encoded: str, shape: tuple[int, int, int]) -> np.ndarray:
     return pixels.transpose(1, 2, 0) / 255.0
 
 
-def compute(config: Config) -> dict:
+def compute(config: Config, context: Context) -> dict:
     """Per dataset: the pair, the curve along α, the strip of images and the threshold."""
     results = {}
     for dataset in config.datasets:
-        model = trained.load_run(dataset, config.prior)
-        stats = trained.test_statistics(dataset, config.prior, config.num_test, config.data_root)
-        detector = trained.paper_detector(dataset, config.prior, config.num_test, config.data_root)
-        x, y = trained.test_set(dataset, config.data_root, config.num_test)
+        model = trained.load_run(dataset, config.prior, context)
+        stats = trained.run_statistics(dataset, config.prior, context, config.num_test)
+        detector = trained.paper_detector(dataset, config.prior, context, config.num_test)
+        x, y = trained.ordered_test_set(dataset, context, config.num_test)
         eligible = eligible_endpoints(
             stats.class_log_likelihoods, y, stats.bits_per_dim, detector.threshold
         )
@@ -126,7 +118,7 @@ def compute(config: Config) -> dict:
         y0, y1 = int(y[i0]), int(y[i1])
         results[dataset] = {
             "label": trained.DATASET_LABELS[dataset],
-            "run": trained.run_dir(dataset, config.prior).name,
+            "run": trained.run_dir(dataset, config.prior, context).name,
             "test_index_x0": int(i0),
             "test_index_x1": int(i1),
             "y0": y0,
@@ -149,10 +141,10 @@ def compute(config: Config) -> dict:
                 "bits_per_dim": strip.bits_per_dim[0].tolist(),
                 "uint8_base64": [encode_image(image) for image in images],
             },
-            "paper": PAPER[dataset],
+            "paper": PAPER_FIGURE1[dataset],
         }
     return {
-        "quick": trained.quick_mode(),
+        "quick": context.quick,
         "prior": config.prior,
         "units": "bits/dim: -log p(x) per dimension with the 8-bit offset; lower = more likely",
         "datasets": results,
@@ -248,17 +240,3 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, dict]:
     if numbers["quick"]:
         fig.suptitle("Figure 1 [QUICK]", fontsize=9)
     return fig, axes
-
-
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write figure 1 under ``root`` (default ``paper_figures/output``)."""
-    config = default_config() if config is None else config
-    numbers = compute(config)
-    fig, _ = plot(numbers, config)
-    return write_figure(figure_paths(NAME, root), fig, numbers, config)
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))

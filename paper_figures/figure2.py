@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -41,10 +40,7 @@ from counterexample.proposition import (
     radial_regions,
 )
 
-from .common import write_figure
-from .paths import figure_paths
-
-__all__ = ["NAME", "Config", "compute", "plot", "generate"]
+__all__ = ["NAME", "Config", "compute", "plot"]
 
 NAME = "figure2"
 
@@ -80,16 +76,18 @@ def compute(config: Config) -> dict:
     for lo, hi in bounds:
         r = np.array([0.5 * (lo + hi)])
         p_post, q_post = ce.p_posterior(r)[0], ce.q_posterior(r)[0]
-        regions.append({
-            "lo": lo,
-            "hi": hi,
-            "log10_p_x_given_0": _finite_or_none(_LOG10_E * ce.log_p_conditional(r, 0)[0]),
-            "log10_p_x_given_1": _finite_or_none(_LOG10_E * ce.log_p_conditional(r, 1)[0]),
-            "log10_q_x_given_0": _finite_or_none(_LOG10_E * ce.log_q_conditional(r, 0)[0]),
-            "log10_q_x": _finite_or_none(_LOG10_E * ce.log_q_marginal(r)[0]),
-            "p_0_given_x": _finite_or_none(p_post[0]),
-            "q_0_given_x": _finite_or_none(q_post[0]),
-        })
+        regions.append(
+            {
+                "lo": lo,
+                "hi": hi,
+                "log10_p_x_given_0": _finite_or_none(_LOG10_E * ce.log_p_conditional(r, 0)[0]),
+                "log10_p_x_given_1": _finite_or_none(_LOG10_E * ce.log_p_conditional(r, 1)[0]),
+                "log10_q_x_given_0": _finite_or_none(_LOG10_E * ce.log_q_conditional(r, 0)[0]),
+                "log10_q_x": _finite_or_none(_LOG10_E * ce.log_q_marginal(r)[0]),
+                "p_0_given_x": _finite_or_none(p_post[0]),
+                "q_0_given_x": _finite_or_none(q_post[0]),
+            }
+        )
     rng = np.random.default_rng(config.seed)
     r_shell = np.sort(sample_annulus_norms(config.n_arrows, 1.0, 1.0 + ce.Delta, ce.d, rng))
     r_bar = attacked_radius(r_shell, ce.Delta)
@@ -102,8 +100,11 @@ def compute(config: Config) -> dict:
         "attack_success_probability": attack_success_probability(ce, config.delta),
         "log10_median_q_density": _LOG10_E * log_median_q_density(ce),
         "regions": regions,
-        "attack": {"r": r_shell.tolist(), "r_bar": r_bar.tolist(),
-                   "angle": np.linspace(0.0, 2.0 * np.pi, config.n_arrows, endpoint=False).tolist()},
+        "attack": {
+            "r": r_shell.tolist(),
+            "r_bar": r_bar.tolist(),
+            "angle": np.linspace(0.0, 2.0 * np.pi, config.n_arrows, endpoint=False).tolist(),
+        },
     }
 
 
@@ -142,9 +143,19 @@ def _attack_arrows(ax: Axes, numbers: dict) -> None:
     attack = numbers["attack"]
     for r, rb, t in zip(attack["r"], attack["r_bar"], attack["angle"], strict=True):
         c, s = math.cos(t), math.sin(t)
-        ax.annotate("", xy=(rb * c, rb * s), xytext=(r * c, r * s),
-                    arrowprops={"arrowstyle": "-|>", "color": ATTACK_COLOUR, "lw": 1.6,
-                                "mutation_scale": 9, "shrinkA": 0, "shrinkB": 0})
+        ax.annotate(
+            "",
+            xy=(rb * c, rb * s),
+            xytext=(r * c, r * s),
+            arrowprops={
+                "arrowstyle": "-|>",
+                "color": ATTACK_COLOUR,
+                "lw": 1.6,
+                "mutation_scale": 9,
+                "shrinkA": 0,
+                "shrinkB": 0,
+            },
+        )
 
 
 def _step(ax: Axes, numbers: dict, key: str, **kwargs) -> None:
@@ -164,8 +175,15 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     vmin = min(np.nanmin(v) for v in dens)
     vmax = max(np.nanmax(v) for v in dens)
     for y, (ax, cmap) in enumerate(zip(axes[0, :2], ("Blues", "Oranges"), strict=True)):
-        im = ax.imshow(np.ma.masked_invalid(dens[y]), extent=extent, origin="lower", cmap=cmap,
-                       vmin=vmin - 0.15 * (vmax - vmin), vmax=vmax, interpolation="nearest")
+        im = ax.imshow(
+            np.ma.masked_invalid(dens[y]),
+            extent=extent,
+            origin="lower",
+            cmap=cmap,
+            vmin=vmin - 0.15 * (vmax - vmin),
+            vmax=vmax,
+            interpolation="nearest",
+        )
         _draw_circles(ax, Delta)
         _style_slice(ax, config, f"data density p(x | y={y}) on a 2-D slice of R^{numbers['d']}")
         fig.colorbar(im, ax=ax, shrink=0.8, label=r"$\log_{10}$ density")
@@ -181,19 +199,41 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
 
     ax = axes[0, 2]
     _step(ax, numbers, "log10_p_x_given_0", color=CLASS_COLOURS[0], lw=2.2, label="p(x | 0)")
-    _step(ax, numbers, "log10_p_x_given_1", color=CLASS_COLOURS[1], lw=2.2,
-          label="p(x | 1) = q(x | 1)")
-    _step(ax, numbers, "log10_q_x_given_0", color=CLASS_COLOURS[0], lw=1.6, ls="--",
-          label="model q(x | 0) = U(0, 1+Δ)")
+    _step(
+        ax,
+        numbers,
+        "log10_p_x_given_1",
+        color=CLASS_COLOURS[1],
+        lw=2.2,
+        label="p(x | 1) = q(x | 1)",
+    )
+    _step(
+        ax,
+        numbers,
+        "log10_q_x_given_0",
+        color=CLASS_COLOURS[0],
+        lw=1.6,
+        ls="--",
+        label="model q(x | 0) = U(0, 1+Δ)",
+    )
     _step(ax, numbers, "log10_q_x", color="0.35", lw=1.2, ls=":", label="model marginal q(x)")
-    ax.axhline(numbers["log10_median_q_density"], color="0.35", lw=0.9, ls="-.",
-               label="median of q(x), x ~ p (detection threshold)")
+    ax.axhline(
+        numbers["log10_median_q_density"],
+        color="0.35",
+        lw=0.9,
+        ls="-.",
+        label="median of q(x), x ~ p (detection threshold)",
+    )
     edges, log_q = _region_values(numbers, "log10_q_x")
     r_mid = 1.0 + 0.6 * Delta
     r_to = float(attacked_radius(np.array([r_mid]), Delta)[0])
     q_at = [log_q[np.searchsorted(edges, x, side="right") - 1] for x in (r_mid, r_to)]
-    ax.annotate("", xy=(r_to, q_at[1]), xytext=(r_mid, q_at[0]),
-                arrowprops={"arrowstyle": "-|>", "color": ATTACK_COLOUR, "lw": 1.8})
+    ax.annotate(
+        "",
+        xy=(r_to, q_at[1]),
+        xytext=(r_mid, q_at[0]),
+        arrowprops={"arrowstyle": "-|>", "color": ATTACK_COLOUR, "lw": 1.8},
+    )
     ax.set_xlim(0, config.extent)
     ax.set_xlabel("radius ‖x‖")
     ax.set_ylabel(r"$\log_{10}$ density")
@@ -203,11 +243,21 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
 
     # -- bottom: decisions
     cmap = LinearSegmentedColormap.from_list(
-        "class", [CLASS_COLOURS[1], "white", CLASS_COLOURS[0]]).with_extremes(bad="0.8")
-    for ax, key, who in ((axes[1, 0], "p_0_given_x", "Bayes-optimal p(y=0 | x)"),
-                         (axes[1, 1], "q_0_given_x", "model q(y=0 | x), attack in red")):
-        im = ax.imshow(np.ma.masked_invalid(_slice(numbers, key, config)), extent=extent,
-                       origin="lower", cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+        "class", [CLASS_COLOURS[1], "white", CLASS_COLOURS[0]]
+    ).with_extremes(bad="0.8")
+    for ax, key, who in (
+        (axes[1, 0], "p_0_given_x", "Bayes-optimal p(y=0 | x)"),
+        (axes[1, 1], "q_0_given_x", "model q(y=0 | x), attack in red"),
+    ):
+        im = ax.imshow(
+            np.ma.masked_invalid(_slice(numbers, key, config)),
+            extent=extent,
+            origin="lower",
+            cmap=cmap,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
         _draw_circles(ax, Delta)
         _style_slice(ax, config, who)
         fig.colorbar(im, ax=ax, shrink=0.8, label="P(y=0 | x)   (grey: no data, undefined)")
@@ -215,13 +265,19 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
 
     ax = axes[1, 2]
     _step(ax, numbers, "p_0_given_x", color="black", lw=2.2, label="Bayes p(y=0 | x)")
-    _step(ax, numbers, "q_0_given_x", color=ATTACK_COLOUR, lw=1.6, ls="--", label="model q(y=0 | x)")
+    _step(
+        ax, numbers, "q_0_given_x", color=ATTACK_COLOUR, lw=1.6, ls="--", label="model q(y=0 | x)"
+    )
     for level, text in ((config.delta, "δ"), (1.0 - config.delta, "1-δ")):
         ax.axhline(level, color="0.5", lw=0.8, ls=":")
         ax.text(config.extent - 0.05, level + 0.015, text, ha="right", va="bottom", fontsize=9)
     _, q0 = _region_values(numbers, "q_0_given_x")
-    ax.annotate("", xy=(r_to, q0[0]), xytext=(r_mid, 1.0),
-                arrowprops={"arrowstyle": "-|>", "color": ATTACK_COLOUR, "lw": 1.8})
+    ax.annotate(
+        "",
+        xy=(r_to, q0[0]),
+        xytext=(r_mid, 1.0),
+        arrowprops={"arrowstyle": "-|>", "color": ATTACK_COLOUR, "lw": 1.8},
+    )
     ax.set_xlim(0, config.extent)
     ax.set_ylim(-0.03, 1.08)
     ax.set_xlabel("radius ‖x‖")
@@ -237,17 +293,3 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
         fontsize=11,
     )
     return fig, axes
-
-
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write figure 2 under ``root`` (default ``paper_figures/output``)."""
-    config = Config() if config is None else config
-    numbers = compute(config)
-    fig, _ = plot(numbers, config)
-    return write_figure(figure_paths(NAME, root), fig, numbers, config)
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))

@@ -25,7 +25,6 @@ noise fixed (seed 0, as the test statistics that set the threshold).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -38,38 +37,15 @@ from flows.analysis import (
     select_pairs,
     summarise_paths,
 )
+from flows.paper import PAPER_FIGURE3
 
 from . import trained
-from .common import write_figure
-from .paths import figure_paths
+from .context import Context
 
-__all__ = [
-    "NAME",
-    "PAPER",
-    "Config",
-    "clopper_pearson",
-    "compute",
-    "default_config",
-    "generate",
-    "plot",
-]
+__all__ = ["NAME", "Config", "clopper_pearson", "compute", "default_config", "plot"]
 
 NAME = "figure3"
 
-#: Section 6.3's numbers: pairs used, share of paths entirely undetected, detector recall.
-PAPER = {
-    "mnist": {
-        "num_pairs": 1487,
-        "fraction_paths_entirely_undetected": 0.005,
-        "detector_recall": 1.0,
-    },
-    "cifar10": {
-        "num_pairs": 1179,
-        "fraction_paths_entirely_undetected": 1.0,
-        "detector_recall": 0.786,
-    },
-    "num_alphas": 100,
-}
 CLASS_COLOURS = ("#1f5fa8", "#e08214")
 
 
@@ -77,8 +53,9 @@ CLASS_COLOURS = ("#1f5fa8", "#e08214")
 class Config:
     """Which runs, how many pairs and α values, and the test images the pairs come from.
 
-    ``num_test``: the first ``num_test`` test images (fixed order, :func:`trained.test_set`) set
-    the threshold and supply the endpoints (None: all 10 000). ``pair_seed`` seeds the pairs.
+    ``num_test``: the first ``num_test`` test images (fixed order,
+    :func:`trained.ordered_test_set`) set the threshold and supply the endpoints (None: all
+    10 000). ``pair_seed`` seeds the pairs.
     """
 
     datasets: tuple[str, ...] = ("mnist", "cifar10")
@@ -88,12 +65,11 @@ class Config:
     num_test: int | None = None
     pair_seed: int = 0
     batch_size: int = 250
-    data_root: str | None = None
 
 
-def default_config() -> Config:
-    """:class:`Config`; in quick mode (``CGM_QUICK=1``) 10 pairs, 20 α and 500 test images."""
-    if trained.quick_mode():
+def default_config(context: Context) -> Config:
+    """:class:`Config`; in quick mode (``context.quick``) 10 pairs, 20 α and 500 test images."""
+    if context.quick:
         return replace(Config(), num_pairs=10, num_alphas=20, num_test=500)
     return Config()
 
@@ -108,14 +84,14 @@ def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple[f
     return lower, upper
 
 
-def compute(config: Config) -> dict:
+def compute(config: Config, context: Context) -> dict:
     """Per dataset: the threshold, the pairs, the per-α curves and the path-level shares."""
     results = {}
     for dataset in config.datasets:
-        model = trained.load_run(dataset, config.prior)
-        stats = trained.test_statistics(dataset, config.prior, config.num_test, config.data_root)
-        detector = trained.paper_detector(dataset, config.prior, config.num_test, config.data_root)
-        x, y = trained.test_set(dataset, config.data_root, config.num_test)
+        model = trained.load_run(dataset, config.prior, context)
+        stats = trained.run_statistics(dataset, config.prior, context, config.num_test)
+        detector = trained.paper_detector(dataset, config.prior, context, config.num_test)
+        x, y = trained.ordered_test_set(dataset, context, config.num_test)
         eligible = eligible_endpoints(
             stats.class_log_likelihoods, y, stats.bits_per_dim, detector.threshold
         )
@@ -134,7 +110,7 @@ def compute(config: Config) -> dict:
         undetected = round(summary["fraction_paths_entirely_undetected"] * len(i0))
         results[dataset] = {
             "label": trained.DATASET_LABELS[dataset],
-            "run": trained.run_dir(dataset, config.prior).name,
+            "run": trained.run_dir(dataset, config.prior, context).name,
             "num_test": len(y),
             "test_accuracy": stats.correct.double().mean().item(),
             "test_mean_bits_per_dim": stats.bits_per_dim.mean().item(),
@@ -143,14 +119,14 @@ def compute(config: Config) -> dict:
             "pairs": {"i0": i0.tolist(), "i1": i1.tolist()},
             **summary,
             "fraction_paths_entirely_undetected_ci95": clopper_pearson(undetected, len(i0)),
-            "paper": PAPER[dataset],
+            "paper": PAPER_FIGURE3[dataset],
         }
     return {
-        "quick": trained.quick_mode(),
+        "quick": context.quick,
         "prior": config.prior,
         "num_pairs": config.num_pairs,
         "num_alphas": config.num_alphas,
-        "paper_num_alphas": PAPER["num_alphas"],
+        "paper_num_alphas": PAPER_FIGURE3["num_alphas"],
         "units": "bits/dim: -log p(x) per dimension with the 8-bit offset "
         "(flows.measures.bits_per_dim); log p in nats; pair indices into trained.test_set order",
         "datasets": results,
@@ -211,17 +187,3 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
         f"Figure 3: interpolations between test images of different classes{quick}", fontsize=10
     )
     return fig, axes
-
-
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write figure 3 under ``root`` (default ``paper_figures/output``)."""
-    config = default_config() if config is None else config
-    numbers = compute(config)
-    fig, _ = plot(numbers, config)
-    return write_figure(figure_paths(NAME, root), fig, numbers, config)
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))

@@ -17,14 +17,13 @@ NLLs are discrete (``−log p(x|y) + D log 256``: nats per image, or bits/dim), 
 the wrong-class NLLs: the run's detector (on ``−log p(x)``, at the paper's recall, see
 :func:`paper_figures.trained.paper_detector`) and the same recall quantile of the true-class NLLs
 ``−log p(x|y_i)`` (a detector of the joint pair ``(x, y)``). Images are evaluated as given (not
-dequantised), with fixed model noise (:func:`paper_figures.trained.test_statistics`).
+dequantised), with fixed model noise (:func:`paper_figures.trained.run_statistics`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,24 +31,15 @@ from matplotlib.figure import Figure
 
 from flows.analysis import fraction_flagged, margin_bounds, outlier_summary, wrong_class_nll
 from flows.attacks import LikelihoodDetector
+from flows.paper import MARGIN_DELTA, PAPER_FIGURE4
 
 from . import trained
-from .common import write_figure
-from .paths import figure_paths
+from .context import Context
 
-__all__ = ["NAME", "PAPER", "Config", "compute", "default_config", "generate", "plot"]
+__all__ = ["NAME", "Config", "compute", "default_config", "plot"]
 
 NAME = "figure4"
 
-#: Section 6.4's numbers.
-PAPER = {
-    "num_classes": 10,
-    "delta": 1e-5,
-    "margin_bound": "about 6",
-    "image_nll_scale": "thousands",
-    "claim": "the gap log p(x|y_i) - log p(x|y_w) is much smaller than the standard deviation of "
-    "NLL values, so (x_i, y_w) cannot be detected as an outlier",
-}
 COLOURS = {"true": "#1f5fa8", "wrong": "#e08214"}
 
 
@@ -61,14 +51,13 @@ class Config:
     datasets: tuple[str, ...] = ("mnist", "cifar10")
     prior: str = "split"
     num_test: int | None = None
-    delta: float = 1e-5
+    delta: float = MARGIN_DELTA
     bins: int = 60
-    data_root: str | None = None
 
 
-def default_config() -> Config:
-    """:class:`Config`; in quick mode (``CGM_QUICK=1``) 500 test images."""
-    return replace(Config(), num_test=500) if trained.quick_mode() else Config()
+def default_config(context: Context) -> Config:
+    """:class:`Config`; in quick mode (``context.quick``) 500 test images."""
+    return replace(Config(), num_test=500) if context.quick else Config()
 
 
 def _histogram(values: list[torch.Tensor], bins: int) -> tuple[list[float], list[list[int]]]:
@@ -79,12 +68,12 @@ def _histogram(values: list[torch.Tensor], bins: int) -> tuple[list[float], list
     return edges.tolist(), [np.histogram(v.numpy(), edges)[0].tolist() for v in values]
 
 
-def compute(config: Config) -> dict:
+def compute(config: Config, context: Context) -> dict:
     """Per dataset: histograms, the outlier summary under two thresholds, and the margin bound."""
     results = {}
     for dataset in config.datasets:
-        stats = trained.test_statistics(dataset, config.prior, config.num_test, config.data_root)
-        detector = trained.paper_detector(dataset, config.prior, config.num_test, config.data_root)
+        stats = trained.run_statistics(dataset, config.prior, context, config.num_test)
+        detector = trained.paper_detector(dataset, config.prior, context, config.num_test)
         result = wrong_class_nll(stats.class_log_likelihoods, stats.labels, stats.num_dims)
         joint = LikelihoodDetector.from_quantile(
             result.nll_true_bits_per_dim, trained.PAPER_RECALL[dataset], stats.num_dims
@@ -99,7 +88,7 @@ def compute(config: Config) -> dict:
         del summary["margin_bounds"]
         results[dataset] = {
             "label": trained.DATASET_LABELS[dataset],
-            "run": trained.run_dir(dataset, config.prior).name,
+            "run": trained.run_dir(dataset, config.prior, context).name,
             "num_dims": stats.num_dims,
             **summary,
             "joint_threshold_bits_per_dim": joint.threshold,
@@ -121,12 +110,12 @@ def compute(config: Config) -> dict:
             },
         }
     return {
-        "quick": trained.quick_mode(),
+        "quick": context.quick,
         "prior": config.prior,
         "units": "NLL: discrete, -log p(x|y) + D log 256, in nats per image or bits/dim "
         "(= nats / (D ln 2)); gap = log p(x|y_i) - log p(x|y_w) in nats",
-        "margin_bounds": margin_bounds(PAPER["num_classes"], config.delta),
-        "paper": PAPER,
+        "margin_bounds": margin_bounds(PAPER_FIGURE4["num_classes"], config.delta),
+        "paper": PAPER_FIGURE4,
         "datasets": results,
     }
 
@@ -208,17 +197,3 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
         f"Figure 4: NLL given the correct class vs the most likely wrong class{quick}", fontsize=10
     )
     return fig, axes
-
-
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write figure 4 under ``root`` (default ``paper_figures/output``)."""
-    config = default_config() if config is None else config
-    numbers = compute(config)
-    fig, _ = plot(numbers, config)
-    return write_figure(figure_paths(NAME, root), fig, numbers, config)
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,10 +27,7 @@ from matplotlib.figure import Figure
 from counterexample import feasible_lambda1_interval, find_dimension, find_dimension_eq19
 from counterexample.lemmas import log_volume_ratio
 
-from .common import write_figure
-from .paths import figure_paths
-
-__all__ = ["NAME", "Config", "compute", "plot", "generate"]
+__all__ = ["NAME", "Config", "compute", "plot", "table_rows"]
 
 NAME = "lambda_interval"
 
@@ -39,23 +35,42 @@ _LN10 = math.log(10.0)
 _LABEL_BOX = {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.85, "lw": 0}
 BOUND_STYLES = {
     "log10_cond2_lower": ("condition 2: λ1 ≥ K²(1+Δ)^-d", {"color": "black", "lw": 2.0}),
-    "log10_cond4_lower": ("condition 4: λ1 > (1+Δ)^-d (implied by 2)",
-                          {"color": "0.45", "lw": 1.2, "ls": ":"}),
-    "log10_cond3_upper": ("condition 3: λ1 ≤ 1 - exp(-ε)", {"color": "#1a9641", "lw": 2.0, "ls": "--"}),
-    "log10_cond5_upper": ("condition 5: λ1 < ε / (d log(1+Δ))",
-                          {"color": "#7b3294", "lw": 2.0, "ls": "-."}),
+    "log10_cond4_lower": (
+        "condition 4: λ1 > (1+Δ)^-d (implied by 2)",
+        {"color": "0.45", "lw": 1.2, "ls": ":"},
+    ),
+    "log10_cond3_upper": (
+        "condition 3: λ1 ≤ 1 - exp(-ε)",
+        {"color": "#1a9641", "lw": 2.0, "ls": "--"},
+    ),
+    "log10_cond5_upper": (
+        "condition 5: λ1 < ε / (d log(1+Δ))",
+        {"color": "#7b3294", "lw": 2.0, "ls": "-."},
+    ),
 }
 
 
-COLUMNS = ("d", "log10_cond2_lower", "log10_cond4_lower", "log10_cond3_upper", "log10_cond5_upper",
-           "log10_upper", "upper_condition", "feasible")
+COLUMNS = (
+    "d",
+    "log10_cond2_lower",
+    "log10_cond4_lower",
+    "log10_cond3_upper",
+    "log10_cond5_upper",
+    "log10_upper",
+    "upper_condition",
+    "feasible",
+)
 
 
 @dataclass(frozen=True)
 class Config:
     """The (eps, delta, Delta) of each panel and how far past the minimal d to draw."""
 
-    cases: tuple[tuple[float, float, float], ...] = ((0.1, 0.01, 0.1), (1.0, 0.1, 0.5), (10.0, 0.4, 1.0))
+    cases: tuple[tuple[float, float, float], ...] = (
+        (0.1, 0.01, 0.1),
+        (1.0, 0.1, 0.5),
+        (10.0, 0.4, 1.0),
+    )
     d_range_factor: float = 2.5
     d_max_at_least: int = 10
 
@@ -83,12 +98,16 @@ def compute(config: Config) -> dict:
             }
             for key in COLUMNS:
                 columns[key].append(row[key])
-        cases.append({
-            "eps": eps, "delta": delta, "Delta": Delta,
-            "find_dimension": d_min,
-            "find_dimension_eq19": find_dimension_eq19(eps, delta, Delta),
-            "columns": columns,
-        })
+        cases.append(
+            {
+                "eps": eps,
+                "delta": delta,
+                "Delta": Delta,
+                "find_dimension": d_min,
+                "find_dimension_eq19": find_dimension_eq19(eps, delta, Delta),
+                "columns": columns,
+            }
+        )
     return {"cases": cases}
 
 
@@ -102,19 +121,45 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
         d = columns["d"]
         lower, upper = 10.0 ** columns["log10_cond2_lower"], 10.0 ** columns["log10_upper"]
         for key, (label, style) in BOUND_STYLES.items():
-            ax.plot(d, 10.0 ** columns[key], label=label, marker="." if d.size <= 30 else None,
-                    **style)
-        ax.fill_between(d, lower, upper, where=columns["feasible"], color="#fdae61", alpha=0.45, lw=0,
-                        label="feasible λ1 (all five conditions)")
+            ax.plot(
+                d, 10.0 ** columns[key], label=label, marker="." if d.size <= 30 else None, **style
+            )
+        ax.fill_between(
+            d,
+            lower,
+            upper,
+            where=columns["feasible"],
+            color="#fdae61",
+            alpha=0.45,
+            lw=0,
+            label="feasible λ1 (all five conditions)",
+        )
         d_min, d_19 = case["find_dimension"], case["find_dimension_eq19"]
         ax.axvline(d_min, color="#d7191c", lw=1.4)
-        ax.text(d_min, 0.97, f" minimal d = {d_min}", color="#d7191c", transform=ax.get_xaxis_transform(),
-                ha="left", va="top", fontsize=9, bbox=_LABEL_BOX)
+        ax.text(
+            d_min,
+            0.97,
+            f" minimal d = {d_min}",
+            color="#d7191c",
+            transform=ax.get_xaxis_transform(),
+            ha="left",
+            va="top",
+            fontsize=9,
+            bbox=_LABEL_BOX,
+        )
         if d_19 != d_min:
             ax.axvline(d_19, color="#d7191c", lw=1.0, ls=":")
-            ax.text(d_19, 0.88, f" eq. (19) alone: d = {d_19}", color="#d7191c",
-                    transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=9,
-                    bbox=_LABEL_BOX)
+            ax.text(
+                d_19,
+                0.88,
+                f" eq. (19) alone: d = {d_19}",
+                color="#d7191c",
+                transform=ax.get_xaxis_transform(),
+                ha="left",
+                va="top",
+                fontsize=9,
+                bbox=_LABEL_BOX,
+            )
         ax.set_yscale("log")
         ax.set_ylim(0.05 * float(np.min(upper)), 10.0)
         ax.set_xlim(0.5 if d.size <= 30 else 0, d[-1])
@@ -125,25 +170,23 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
         ax.grid(alpha=0.3, which="major")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9, frameon=False)
-    fig.suptitle("Feasible λ1 of Proposition 1's proof against d (λ2 = δ/(1-δ)·λ1, condition 1 "
-                 "holds with equality)", fontsize=11)
+    fig.suptitle(
+        "Feasible λ1 of Proposition 1's proof against d (λ2 = δ/(1-δ)·λ1, condition 1 "
+        "holds with equality)",
+        fontsize=11,
+    )
     return fig, axes
 
 
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write the figure under ``root`` (default ``paper_figures/output``)."""
-    config = Config() if config is None else config
-    numbers = compute(config)
-    fig, _ = plot(numbers, config)
-    table = [
-        {"eps": c["eps"], "delta": c["delta"], "Delta": c["Delta"],
-         **{key: c["columns"][key][i] for key in COLUMNS}}
-        for c in numbers["cases"] for i in range(len(c["columns"]["d"]))
+def table_rows(numbers: dict) -> list[dict]:
+    """One CSV row per case and dimension d."""
+    return [
+        {
+            "eps": c["eps"],
+            "delta": c["delta"],
+            "Delta": c["Delta"],
+            **{key: c["columns"][key][i] for key in COLUMNS},
+        }
+        for c in numbers["cases"]
+        for i in range(len(c["columns"]["d"]))
     ]
-    return write_figure(figure_paths(NAME, root), fig, numbers, config, table=table)
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))

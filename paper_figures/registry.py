@@ -1,4 +1,4 @@
-"""The registered paper figures and tables: name -> the module that makes it.
+"""The registered paper figures and tables: name -> the module that makes it, and :func:`generate`.
 
 Every module listed here provides the same small interface:
 
@@ -6,11 +6,12 @@ Every module listed here provides the same small interface:
 * ``Config`` — a frozen dataclass of its parameters, with the paper's values as defaults;
 * ``compute(config) -> dict`` — every number the figure draws (JSON-serialisable);
 * ``plot(numbers, config) -> (fig, axes)`` — the picture, from those numbers only;
-* ``generate(root=None, config=None) -> list[Path]`` — compute, plot and write all files.
+* optionally ``table_rows(numbers) -> list[dict]`` — the rows of its ``numbers.csv``.
 
-The Section 6 items (:data:`NEEDS_DATA`) read the committed trained runs and the test sets (data
-root from ``CGM_DATA_ROOT``, see :mod:`paper_figures.trained`) and also provide
-``default_config()``: the full configuration, or a small one in quick mode (``CGM_QUICK=1``).
+The Section 6 items (:data:`NEEDS_DATA`) read the trained runs and the test sets that a
+:class:`~paper_figures.context.Context` names: their ``compute(config, context)`` takes it, and
+their ``default_config(context)`` gives the full configuration, or a small one when
+``context.quick``. :func:`generate` computes, plots and writes any item.
 
 To add a figure or table, write its module and add one line to :data:`FIGURES`.
 """
@@ -21,7 +22,11 @@ import importlib
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["FIGURES", "NEEDS_DATA", "default_config", "load", "generate"]
+from .common import write_figure
+from .context import Context
+from .paths import figure_paths
+
+__all__ = ["FIGURES", "NEEDS_DATA", "default_config", "generate", "load"]
 
 FIGURES: dict[str, str] = {
     "figure2": "paper_figures.figure2",
@@ -48,12 +53,25 @@ def load(name: str) -> ModuleType:
     return importlib.import_module(FIGURES[name])
 
 
-def generate(name: str, root: Path | str | None = None) -> list[Path]:
-    """Regenerate figure ``name`` with its default configuration; returns the written files."""
-    return load(name).generate(root=root)
-
-
-def default_config(name: str):
-    """The configuration ``generate`` uses by default (quick-mode aware for :data:`NEEDS_DATA`)."""
+def default_config(name: str, context: Context):
+    """The configuration :func:`generate` uses by default (quick-mode aware for
+    :data:`NEEDS_DATA`)."""
     module = load(name)
-    return module.default_config() if hasattr(module, "default_config") else module.Config()
+    return module.default_config(context) if name in NEEDS_DATA else module.Config()
+
+
+def generate(
+    name: str, context: Context, root: Path | str | None = None, config=None
+) -> list[Path]:
+    """Compute, plot and write item ``name`` under ``root`` (default ``paper_figures/output``).
+
+    ``config``: the item's ``Config`` (default :func:`default_config`). Returns the written files:
+    ``NAME.png``, ``NAME.pdf``, ``numbers.json``, ``params.json`` and, for items with
+    ``table_rows``, ``numbers.csv``.
+    """
+    module = load(name)
+    config = default_config(name, context) if config is None else config
+    numbers = module.compute(config, context) if name in NEEDS_DATA else module.compute(config)
+    fig, _ = module.plot(numbers, config)
+    table = module.table_rows(numbers) if hasattr(module, "table_rows") else None
+    return write_figure(figure_paths(module.NAME, root), fig, numbers, config, table=table)

@@ -8,7 +8,7 @@ length). The committed folders under ``artifacts/runs`` came from exactly these 
 Runs go into a runs folder (default ``./runs``, never the committed ``artifacts/runs``), one
 sub-folder per run; a folder that already holds a run is resumed (``--resume``), so a killed
 ``--retrain`` continues where it stopped and a finished run is not trained again. The figures are
-then regenerated from that folder (``CGM_RUNS_ROOT``, see :func:`paper_figures.trained.runs_root`).
+then regenerated from that folder (the :class:`~paper_figures.context.Context`'s ``runs_root``).
 """
 
 from __future__ import annotations

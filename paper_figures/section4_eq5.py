@@ -26,31 +26,25 @@ and accuracy, and the bits/dim turned into nats per image with our ``D`` (1Â·32Â
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from flows.analysis import measure_likelihood_terms
+from flows.paper import PAPER_TABLE1
 from flows.preprocess import dequantize
+from flows.training import final_evaluation
 
 from . import trained
-from .common import write_figure
-from .paths import figure_paths
+from .context import Context
 
-__all__ = ["NAME", "PAPER_TABLE1", "Config", "compute", "default_config", "generate", "plot"]
+__all__ = ["NAME", "TABLE_COLUMNS", "Config", "compute", "default_config", "plot", "table_rows"]
 
 NAME = "section4_eq5"
 
-#: Table 1 of the paper: (accuracy %, bits/dim) per dataset and model.
-PAPER_TABLE1 = {
-    "mnist": {"base": (96.9, 0.95), "reweight": (99.0, 1.10), "split": (99.3, 1.00)},
-    "cifar10": {"base": (56.8, 3.47), "reweight": (83.2, 3.54), "split": (84.0, 3.53)},
-}
 TERM_COLOURS = {"data": "#1f5fa8", "class": "#e08214"}
 
 
@@ -64,37 +58,30 @@ class Config:
     dequantise_seed: int = 0
     noise_seed: int = 0
     batch_size: int = 250
-    data_root: str | None = None
 
 
-def default_config() -> Config:
-    """:class:`Config`; in quick mode (``CGM_QUICK=1``) 200 test images per run."""
-    return replace(Config(), num_test=200) if trained.quick_mode() else Config()
+def default_config(context: Context) -> Config:
+    """:class:`Config`; in quick mode (``context.quick``) 200 test images per run."""
+    return replace(Config(), num_test=200) if context.quick else Config()
 
 
-def _final_eval(run: Path) -> dict | None:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    evals = [r for r in records if r.get("kind") == "eval"]
-    return evals[-1] if evals else None
+def compute(config: Config, context: Context) -> dict:
+    """One row per present run: both terms, log C, the training log's and the paper's values.
 
-
-def compute(config: Config) -> dict:
-    """One row per present run: both terms, log C, the training log's and the paper's values."""
+    Raises FileNotFoundError when none of the runs is present.
+    """
     rows, missing = [], []
     for dataset in config.datasets:
-        x, y = trained.test_set(dataset, config.data_root, config.num_test)
+        x, y = trained.ordered_test_set(dataset, context, config.num_test)
         x = dequantize(x, torch.Generator().manual_seed(config.dequantise_seed))
         for prior in config.priors:
-            run = trained.run_dir(dataset, prior)
+            run = trained.run_dir(dataset, prior, context)
             if not (run / "checkpoint.pt").is_file():
                 missing.append(run.name)
                 continue
-            model = trained.load_run(dataset, prior)
+            model = trained.load_run(dataset, prior, context)
             terms = measure_likelihood_terms(model, x, y, config.noise_seed, config.batch_size)
-            logged = _final_eval(run)
+            logged = final_evaluation(run)
             row = {
                 "dataset": dataset,
                 "label": trained.DATASET_LABELS[dataset],
@@ -104,15 +91,17 @@ def compute(config: Config) -> dict:
             }
             row["training_log_accuracy"] = None if logged is None else logged["accuracy"]
             row["training_log_bits_per_dim"] = None if logged is None else logged["bits_per_dim"]
-            paper = PAPER_TABLE1.get(dataset, {}).get(prior)
+            paper = PAPER_TABLE1.get((dataset, prior))
             row["paper_accuracy"] = None if paper is None else round(paper[0] / 100, 4)
             row["paper_bits_per_dim"] = None if paper is None else paper[1]
             row["paper_data_nats_implied"] = (
                 None if paper is None else paper[1] * terms.num_dims * math.log(2.0)
             )
             rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no Table 1 run found: {missing}")
     return {
-        "quick": trained.quick_mode(),
+        "quick": context.quick,
         "units": "nats per image; data and joint terms discrete (-log p + D log 256), "
         "bits/dim = nats / (D ln 2)",
         "rows": rows,
@@ -165,35 +154,26 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     return fig, axes
 
 
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write the eq. (5) comparison under ``root``."""
-    config = default_config() if config is None else config
-    numbers = compute(config)
-    if not numbers["rows"]:
-        raise FileNotFoundError(f"no Table 1 run found: {numbers['missing_runs']}")
-    fig, _ = plot(numbers, config)
-    columns = (
-        "dataset",
-        "prior",
-        "num_images",
-        "accuracy",
-        "data_nats",
-        "class_nats",
-        "joint_nats",
-        "log_num_classes_nats",
-        "data_bits_per_dim",
-        "class_bits_per_dim",
-        "joint_bits_per_dim",
-        "log_num_classes_over_data",
-        "training_log_bits_per_dim",
-        "paper_bits_per_dim",
-        "paper_accuracy",
-    )
-    table = [{k: r[k] for k in columns} for r in numbers["rows"]]
-    return write_figure(figure_paths(NAME, root), fig, numbers, config, table=table)
+#: The columns of ``numbers.csv``.
+TABLE_COLUMNS = (
+    "dataset",
+    "prior",
+    "num_images",
+    "accuracy",
+    "data_nats",
+    "class_nats",
+    "joint_nats",
+    "log_num_classes_nats",
+    "data_bits_per_dim",
+    "class_bits_per_dim",
+    "joint_bits_per_dim",
+    "log_num_classes_over_data",
+    "training_log_bits_per_dim",
+    "paper_bits_per_dim",
+    "paper_accuracy",
+)
 
 
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))
+def table_rows(numbers: dict) -> list[dict]:
+    """One CSV row per present run (:data:`TABLE_COLUMNS`)."""
+    return [{k: r[k] for k in TABLE_COLUMNS} for r in numbers["rows"]]

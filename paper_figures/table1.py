@@ -28,22 +28,21 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from flows.paper import PAPER_TABLE1
+from flows.training import final_evaluation
+
 from . import trained
-from .common import write_figure
-from .paths import figure_paths
+from .context import Context
 
 __all__ = [
     "NAME",
-    "PAPER_TABLE1",
     "Config",
     "compute",
     "default_config",
-    "generate",
     "orderings",
     "plot",
     "table_rows",
@@ -51,15 +50,6 @@ __all__ = [
 
 NAME = "table1"
 
-#: The paper's Table 1: (dataset, prior) -> (accuracy in %, test bits/dim).
-PAPER_TABLE1: dict[tuple[str, str], tuple[float, float]] = {
-    ("mnist", "base"): (96.9, 0.95),
-    ("mnist", "reweight"): (99.0, 1.10),
-    ("mnist", "split"): (99.3, 1.00),
-    ("cifar10", "base"): (56.8, 3.47),
-    ("cifar10", "reweight"): (83.2, 3.54),
-    ("cifar10", "split"): (84.0, 3.53),
-}
 PRIOR_LABELS = {"base": "Base", "reweight": "Reweight", "split": "Split"}
 #: Agreement with the logged final evaluation. Full mode: the same computation, so only float
 #: noise from another memory layout (training evaluates channels-last) may differ.
@@ -70,35 +60,27 @@ QUICK_TOLERANCE_SE = 3.0
 @dataclass(frozen=True)
 class Config:
     """``n``: test images evaluated (None: all 10 000, in stored order, as the training did;
-    otherwise the first ``n`` of :func:`paper_figures.trained.test_order`)."""
+    otherwise the first ``n`` of :func:`flows.data.fixed_order`)."""
 
     n: int | None = None
-    data_root: str | None = None
 
 
-def default_config() -> Config:
-    """:class:`Config`; in quick mode (``CGM_QUICK=1``) 300 test images per model."""
-    return replace(Config(), n=300) if trained.quick_mode() else Config()
+def default_config(context: Context) -> Config:
+    """:class:`Config`; in quick mode (``context.quick``) 300 test images per model."""
+    return replace(Config(), n=300) if context.quick else Config()
 
 
-def _final_eval(run: Path) -> dict | None:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    evals = [r for r in map(json.loads, lines) if r.get("kind") == "eval"]
-    return evals[-1] if evals else None
+def _test_data(dataset: str, context: Context, n: int | None):
+    """The 8-bit test split: all of it in stored order (the training's evaluation), or the first
+    ``n`` of the fixed order (:func:`flows.data.fixed_subset`)."""
+    from flows.data import fixed_subset, load_dataset
 
-
-def _test_data(dataset: str, root: str | None, n: int | None):
-    from flows.data import ImageData, load_dataset
-
-    base = trained.data_root(root)
+    base = context.require_data_root()
     if dataset == "mnist":
         data = load_dataset("mnist", base, train=False)
     else:
         data = load_dataset("imagefolder", base / "cifar10-jpeg", train=False)
-    if n is None:
-        return data
-    order = trained.test_order(len(data))[:n]
-    return ImageData(data.images[order], data.labels[order], data.classes)
+    return data if n is None else fixed_subset(data, n)
 
 
 def _agreement(ours: dict, logged: dict | None, full: bool) -> dict:
@@ -133,21 +115,21 @@ def _agreement(ours: dict, logged: dict | None, full: bool) -> dict:
     }
 
 
-def _evaluate_run(dataset: str, prior: str, config: Config) -> dict:
+def _evaluate_run(dataset: str, prior: str, config: Config, context: Context) -> dict:
     from flows.evaluation import evaluate_model
 
-    run = trained.run_dir(dataset, prior)
+    run = trained.run_dir(dataset, prior, context)
     cell: dict = {"run": run.name}
     if not (run / "checkpoint.pt").is_file():
         return {**cell, "status": "missing", "reason": f"no checkpoint.pt in {run}"}
     train_config = json.loads((run / "config.json").read_text())["train"]
-    model = trained.load_run(dataset, prior)
-    data = _test_data(dataset, config.data_root, config.n)
+    model = trained.load_run(dataset, prior, context)
+    data = _test_data(dataset, context, config.n)
     result = evaluate_model(
         model, data, batch_size=train_config["eval_batch_size"], seed=train_config["seed"]
     )
     ours = {k: result[k] for k in ("num_examples", "accuracy", "bits_per_dim", "bits_per_dim_std")}
-    logged = _final_eval(run)
+    logged = final_evaluation(run)
     return {
         **cell,
         "status": "ok",
@@ -187,14 +169,14 @@ def orderings(values: dict[str, tuple[float, float] | None]) -> dict[str, bool |
     return claims
 
 
-def compute(config: Config) -> dict:
+def compute(config: Config, context: Context) -> dict:
     """Every cell of Table 1 (ours, the logged evaluation, the paper's) and the orderings."""
     cells: dict[str, dict] = {}
     claims: dict[str, dict] = {}
     for dataset in trained.DATASETS:
         ours_values: dict[str, tuple[float, float] | None] = {}
         for prior in trained.PRIORS:
-            cell = _evaluate_run(dataset, prior, config)
+            cell = _evaluate_run(dataset, prior, config, context)
             paper_acc, paper_bpd = PAPER_TABLE1[(dataset, prior)]
             cell["paper"] = {"accuracy_pct": paper_acc, "bits_per_dim": paper_bpd}
             cells[f"{dataset}/{prior}"] = cell
@@ -206,7 +188,7 @@ def compute(config: Config) -> dict:
         paper_values = {p: PAPER_TABLE1[(dataset, p)] for p in trained.PRIORS}
         claims[dataset] = {"ours": orderings(ours_values), "paper": orderings(paper_values)}
     return {
-        "quick": trained.quick_mode(),
+        "quick": context.quick,
         "n": config.n,
         "datasets": {d: trained.DATASET_LABELS[d] for d in trained.DATASETS},
         "cells": cells,
@@ -363,17 +345,3 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
         fontsize=10,
     )
     return fig, np.asarray([table_ax, *scatter_axes])
-
-
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write Table 1 under ``root`` (default ``paper_figures/output``)."""
-    config = default_config() if config is None else config
-    numbers = compute(config)
-    fig, _ = plot(numbers, config)
-    return write_figure(figure_paths(NAME, root), fig, numbers, config, table=table_rows(numbers))
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))

@@ -30,7 +30,7 @@ while the detection-aware one fools 100% looks like a typo, but we copy the tabl
   paper's fixed 1.4 bits/dim would reject every MNIST test image of our CPU models; the recall of
   the paper's own thresholds on our models is reported too.
 * *Images*: the first ``n`` correctly classified test images of the fixed random order
-  (:func:`paper_figures.trained.test_order`; the CIFAR-10 JPEG copy is stored class by class),
+  (:func:`flows.data.fixed_order`; the CIFAR-10 JPEG copy is stored class by class),
   whether or not the detector accepts the clean image (the percentage it rejects is reported).
   The paper does not say how many images it attacked.
 * *Budgets*: the paper gives none. The CLI defaults (100 images; CW 9 binary-search steps × 1000
@@ -49,22 +49,20 @@ from __future__ import annotations
 import textwrap
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from flows.paper import PAPER_BUDGETS, PAPER_EPS_LABELS, PAPER_TABLE2
+
 from . import trained
-from .common import write_figure
-from .paths import figure_paths
+from .context import Context
 
 __all__ = [
     "ATTACKS",
     "BLOCKS",
     "NAME",
-    "PAPER_BUDGETS",
-    "PAPER_TABLE2",
     "PRIORS",
     "Config",
     "attack_config",
@@ -72,7 +70,6 @@ __all__ = [
     "claims",
     "compute",
     "default_config",
-    "generate",
     "layout",
     "plot",
     "sort_key",
@@ -88,38 +85,6 @@ BLOCKS: dict[str, dict[str, str]] = {
 }
 ATTACKS = ("cw", "boundary", "cw-det", "boundary-det")
 ROW_LABELS = ("CW-L2", "Boundary")
-EPS_LABELS = {"mnist": "ε = 1.5", "cifar10": "ε = 33/255"}
-
-#: The paper's Table 2: (dataset, prior, attack) -> (% successful and undetected, % fooled).
-PAPER_TABLE2: dict[tuple[str, str, str], tuple[float, float]] = {
-    ("mnist", "reweight", "cw"): (0.0, 100.0),
-    ("mnist", "split", "cw"): (1.0, 100.0),
-    ("mnist", "reweight", "cw-det"): (17.0, 100.0),
-    ("mnist", "split", "cw-det"): (14.0, 100.0),
-    ("mnist", "reweight", "boundary"): (43.0, 82.0),
-    ("mnist", "split", "boundary"): (36.0, 80.0),
-    ("mnist", "reweight", "boundary-det"): (0.0, 0.0),
-    ("mnist", "split", "boundary-det"): (0.0, 0.0),
-    ("cifar10", "reweight", "cw"): (0.0, 97.0),
-    ("cifar10", "split", "cw"): (0.0, 0.0),
-    ("cifar10", "reweight", "cw-det"): (6.0, 99.0),
-    ("cifar10", "split", "cw-det"): (3.0, 100.0),
-    ("cifar10", "reweight", "boundary"): (67.0, 100.0),
-    ("cifar10", "split", "boundary"): (72.0, 100.0),
-    ("cifar10", "reweight", "boundary-det"): (100.0, 100.0),
-    ("cifar10", "split", "boundary-det"): (100.0, 100.0),
-}
-#: What the paper and the reference implementations use, beside our budgets in the outputs.
-PAPER_BUDGETS = {
-    "n": "not stated in the paper",
-    "cw": "not stated; Carlini's reference CW-L2: 9 binary-search steps × 10 000 iterations, "
-    "lr 1e-2, initial constant 1e-3; flows.attack CLI default: 9 × 300, initial constant "
-    "'auto'",
-    "boundary": "not stated; foolbox's BoundaryAttack: 5000 iterations; flows.attack CLI "
-    "default: 5000 steps / queries",
-    "detector": "fixed thresholds 1.4 (MNIST, recall 100%) and 4.0 bits/dim (CIFAR-10, recall "
-    "78.6%)",
-}
 
 
 @dataclass(frozen=True)
@@ -143,7 +108,6 @@ class Config:
         noise_seed, fresh_noise_seed: model noise during the attack and at the second
             verification.
         example_prior: the run whose adversarials are drawn as examples (one per attack).
-        data_root: see :func:`paper_figures.trained.data_root`.
     """
 
     n: int = 12
@@ -159,12 +123,11 @@ class Config:
     noise_seed: int = 0
     fresh_noise_seed: int = 1
     example_prior: str = "reweight"
-    data_root: str | None = None
 
 
-def default_config() -> Config:
-    """:class:`Config`; in quick mode (``CGM_QUICK=1``) 3 images per cell and tiny budgets."""
-    if not trained.quick_mode():
+def default_config(context: Context) -> Config:
+    """:class:`Config`; in quick mode (``context.quick``) 3 images per cell and tiny budgets."""
+    if not context.quick:
         return Config()
     return replace(
         Config(),
@@ -214,7 +177,7 @@ def attack_config(config: Config, attack: str, threshold: float):
         max_queries=config.boundary_queries,
         spherical_moves=config.boundary_spherical_moves,
         pool_size=config.candidates,
-        order_seed=None,  # trained.test_set already gives the fixed random order
+        order_seed=None,  # trained.ordered_test_set already gives the fixed random order
     )
 
 
@@ -254,11 +217,11 @@ def _example(report: dict, result, x: torch.Tensor, y: torch.Tensor) -> dict:
     }
 
 
-def _detector_summary(dataset: str, prior: str, config: Config):
+def _detector_summary(dataset: str, prior: str, config: Config, context: Context):
     from flows.attacks import PAPER_THRESHOLDS
 
-    detector = trained.paper_detector(dataset, prior, config.detector_n, config.data_root)
-    stats = trained.test_statistics(dataset, prior, config.detector_n, config.data_root)
+    detector = trained.paper_detector(dataset, prior, context, config.detector_n)
+    stats = trained.run_statistics(dataset, prior, context, config.detector_n)
     bpd = stats.bits_per_dim
     paper_threshold = PAPER_THRESHOLDS[dataset]
     return detector, {
@@ -293,13 +256,13 @@ def _run_cell(model, x, y, dataset: str, prior: str, attack: str, threshold: flo
         "median_l2_of_successes": succeeded.median().item() if len(succeeded) else None,
         "mean_queries": report["attack"]["mean_queries"],
         "seconds": seconds,
-        # positions in trained.test_order: the stored index is test_order(10 000)[position]
+        # positions in flows.data.fixed_order: the stored index is fixed_order(10 000)[position]
         "attacked_order_positions": report["attacked_indices"],
     }
     return cell, report, result, attacked, attacked_y
 
 
-def compute(config: Config) -> dict:
+def compute(config: Config, context: Context) -> dict:
     """All 16 cells (ours under both noises, the paper's), the detectors and a few examples."""
     from flows.attack import PAPER_EPS
 
@@ -310,14 +273,14 @@ def compute(config: Config) -> dict:
     started = time.perf_counter()
     for dataset in trained.DATASETS:
         for prior in PRIORS:
-            run = trained.run_dir(dataset, prior)
+            run = trained.run_dir(dataset, prior, context)
             available = (run / "checkpoint.pt").is_file()
             if available:
-                model = trained.load_run(dataset, prior)
+                model = trained.load_run(dataset, prior, context)
                 detector, detectors[f"{dataset}/{prior}"] = _detector_summary(
-                    dataset, prior, config
+                    dataset, prior, config, context
                 )
-                x, y = trained.test_set(dataset, config.data_root, config.candidates)
+                x, y = trained.ordered_test_set(dataset, context, config.candidates)
             else:
                 missing.append(run.name)
             for attack in ATTACKS:
@@ -341,7 +304,7 @@ def compute(config: Config) -> dict:
                 if prior == config.example_prior:
                     examples[key] = _example(report, result, attacked, attacked_y)
     return {
-        "quick": trained.quick_mode(),
+        "quick": context.quick,
         "datasets": {d: trained.DATASET_LABELS[d] for d in trained.DATASETS},
         "eps": {d: PAPER_EPS[d] for d in trained.DATASETS},
         "layout": layout(),
@@ -470,7 +433,8 @@ def plot(numbers: dict, config: Config) -> tuple[Figure, np.ndarray]:
     budgets = numbers["budgets"]["ours"]
     notes = [
         "% successful and undetected within ε (in parentheses: % that fool the classifier, "
-        "detected or not); MNIST ε = 1.5, CIFAR-10 (JPEG q75 copy) ε = 33/255.",
+        f"detected or not); MNIST {PAPER_EPS_LABELS['mnist']}, CIFAR-10 (JPEG q75 copy) "
+        f"{PAPER_EPS_LABELS['cifar10']}.",
         f"Ours: {budgets['n_per_cell']} images per cell; CW-L2: {budgets['cw']}; Boundary: "
         f"{budgets['boundary']}. The paper states neither n nor budgets.",
     ]
@@ -557,17 +521,3 @@ def table_rows(numbers: dict) -> list[dict]:
         row["paper_fools_classifier_pct"] = cell["paper"]["fools_classifier_pct"]
         rows.append(row)
     return rows
-
-
-def generate(root: Path | str | None = None, config: Config | None = None) -> list[Path]:
-    """Compute, plot and write Table 2 under ``root`` (default ``paper_figures/output``)."""
-    config = default_config() if config is None else config
-    numbers = compute(config)
-    fig, _ = plot(numbers, config)
-    return write_figure(figure_paths(NAME, root), fig, numbers, config, table=table_rows(numbers))
-
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main(["--only", NAME]))

@@ -13,7 +13,7 @@ Conventions (decided once here):
 * **Fixed noise.** The model's padding and noise channels are drawn by
   :class:`flows.noise.FixedNoise` with a seed: every image (test image or interpolant) sees the
   same noise realisation, whatever batch it is evaluated in. With the same seed the endpoints'
-  statistics are those of :func:`paper_figures.trained.test_statistics` (what the detector's
+  statistics are those of :func:`paper_figures.trained.run_statistics` (what the detector's
   threshold and the endpoint selection use). Images are points of the continuous space: no
   dequantisation (interpolants are not on the 8-bit grid anyway).
 * **α grid.** "Sampling 100 α values uniformly in the range [0, 1]" is read as 100 evenly spaced

@@ -18,7 +18,7 @@ other models, and attacks against such a detector would report a misleading 0%. 
 Test order. Test sets may be stored class by class (the CIFAR-10 JPEG copy is an ImageFolder: its
 first 1000 images are all airplanes), so "the first n test images" would be one class. Images are
 therefore taken in the order ``torch.randperm(N, generator=torch.Generator().manual_seed(s))`` with
-``s = order_seed`` (default 0, the order of :func:`paper_figures.trained.test_order`); the recall
+``s = order_seed`` (default 0, the order of :func:`flows.data.fixed_order`); the recall
 images, the attacked images and the Boundary starting-point pool all come from it.
 ``order_seed=None`` keeps the stored order. Reported indices (``attacked_indices``) always refer
 to the stored test set. Images are classified lazily, batch by batch in that order, until ``n``

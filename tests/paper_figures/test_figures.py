@@ -2,15 +2,13 @@
 
 Also: the committed outputs in paper_figures/output are current (same numbers as a fresh run) and small.
 The Section 6 items (registry.NEEDS_DATA) need the trained runs and the test sets: they are
-regenerated in quick mode (CGM_QUICK=1) when CGM_DATA_ROOT names the data (CI sets it), and their
-committed outputs must be full-mode outputs of today's default configuration.
+regenerated in quick mode (a quick Context) when CGM_DATA_ROOT names the data (CI sets it), and
+their committed outputs must be full-mode outputs of today's default configuration.
 """
 
 import json
 import math
-import os
-from dataclasses import asdict
-from pathlib import Path
+from dataclasses import asdict, replace
 
 import matplotlib
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 
 import counterexample as cx
 from counterexample.proposition import attack_success_probability
-from paper_figures import figure2, lambda_interval, registry
+from paper_figures import Context, figure2, lambda_interval, registry
 from paper_figures.cli import main
 from paper_figures.paths import OUTPUT_ROOT, figure_paths
 
@@ -33,28 +31,23 @@ DATA_FREE = [name for name in registry.FIGURES if name not in registry.NEEDS_DAT
 NEEDS_DATA = sorted(registry.NEEDS_DATA)
 
 
-def _data_available() -> bool:
-    root = os.environ.get("CGM_DATA_ROOT")
-    return bool(root) and Path(root).is_dir()
-
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
-    """Each data-free figure generated once, into its own temporary root."""
+    """Each data-free figure generated once, into its own temporary root (an empty context: no
+    data, no environment)."""
     root = tmp_path_factory.mktemp("figures")
-    return root, {name: registry.generate(name, root=root) for name in DATA_FREE}
+    return root, {name: registry.generate(name, Context(), root=root) for name in DATA_FREE}
 
 
 @pytest.fixture(scope="module")
 def generated_quick(tmp_path_factory):
     """Each Section 6 item generated once in quick mode (skipped without CGM_DATA_ROOT)."""
-    if not _data_available():
+    context = replace(Context.from_environment(), quick=True)
+    if context.data_root is None or not context.data_root.is_dir():
         pytest.skip("CGM_DATA_ROOT is unset or missing: the Section 6 items need the test sets")
     root = tmp_path_factory.mktemp("figures_quick")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CGM_QUICK", "1")
-        written = {name: registry.generate(name, root=root) for name in NEEDS_DATA}
-        configs = {name: asdict(registry.default_config(name)) for name in NEEDS_DATA}
+    written = {name: registry.generate(name, context, root=root) for name in NEEDS_DATA}
+    configs = {name: asdict(registry.default_config(name, context)) for name in NEEDS_DATA}
     return root, written, configs
 
 
@@ -75,6 +68,7 @@ def test_section6_item_regenerates_in_quick_mode(generated_quick, name):
     paths = figure_paths(name, root)
     _check_files(paths, written[name])
     assert json.loads(paths.params_json.read_text()) == json.loads(json.dumps(configs[name]))
+    assert configs[name] != asdict(registry.load(name).Config()), "quick mode must shrink it"
     assert _numbers(root, name)["quick"] is True
 
 
@@ -108,12 +102,14 @@ def test_figure2_numbers_are_the_package_values(generated):
     assert (numbers["lambda1"], numbers["lambda2"]) == (ce.lambda1, ce.lambda2)
     assert numbers["kl_q_p_joint"] == ce.kl_q_p_joint() < cfg.eps
     assert numbers["kl_p_q_joint"] == ce.kl_p_q_joint() < cfg.eps
-    assert numbers["attack_success_probability"] == attack_success_probability(ce, cfg.delta) > 1 / 3
+    assert (
+        numbers["attack_success_probability"] == attack_success_probability(ce, cfg.delta) > 1 / 3
+    )
     ball = numbers["regions"][0]
     assert (ball["lo"], ball["hi"]) == (0.0, 1.0)
-    assert ball["p_0_given_x"] == pytest.approx(1 - cfg.delta, rel=1e-12)   # Bayes: class 0
+    assert ball["p_0_given_x"] == pytest.approx(1 - cfg.delta, rel=1e-12)  # Bayes: class 0
     assert ball["q_0_given_x"] == pytest.approx(ce.lemma1_q_class0_in_ball(), rel=1e-12)
-    assert ball["q_0_given_x"] <= cfg.delta                                  # model: class 1
+    assert ball["q_0_given_x"] <= cfg.delta  # model: class 1
     attack = numbers["attack"]
     r, r_bar = np.array(attack["r"]), np.array(attack["r_bar"])
     assert len(r) == cfg.n_arrows
@@ -125,7 +121,8 @@ def test_lambda_interval_numbers_are_the_package_values(generated):
     root, _ = generated
     numbers = _numbers(root, "lambda_interval")
     assert [(c["eps"], c["delta"], c["Delta"]) for c in numbers["cases"]] == [
-        tuple(case) for case in lambda_interval.Config().cases]
+        tuple(case) for case in lambda_interval.Config().cases
+    ]
     for case in numbers["cases"]:
         args = (case["eps"], case["delta"], case["Delta"])
         cols = case["columns"]
@@ -176,7 +173,8 @@ def test_committed_outputs_are_current(generated, name):
         assert path.exists(), f"{path} missing: run python -m paper_figures"
     _assert_close(json.loads(committed.numbers_json.read_text()), _numbers(root, name))
     assert json.loads(committed.params_json.read_text()) == json.loads(
-        figure_paths(name, root).params_json.read_text())
+        figure_paths(name, root).params_json.read_text()
+    )
 
 
 def test_committed_outputs_are_small():
@@ -188,7 +186,12 @@ def test_cli_only_and_out(tmp_path, capsys):
     assert main(["--only", "lambda_interval", "--out", str(tmp_path)]) == 0
     assert "lambda_interval: 5 files" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "lambda_interval").iterdir()) == [
-        "lambda_interval.pdf", "lambda_interval.png", "numbers.csv", "numbers.json", "params.json"]
+        "lambda_interval.pdf",
+        "lambda_interval.png",
+        "numbers.csv",
+        "numbers.json",
+        "params.json",
+    ]
     assert not (tmp_path / "figure2").exists()
 
 

@@ -1,18 +1,23 @@
-"""``--retrain`` specs match the committed runs; the CLI's data options; paper_figures.trained basics."""
+"""``--retrain`` specs match the committed runs; the CLI's options become one Context; Context and
+paper_figures.trained basics."""
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
-from paper_figures import retrain, trained
+import paper_figures
+from paper_figures import Context, cli, retrain, trained
 from paper_figures.cli import main
+from paper_figures.context import RUNS_ROOT, DataRootError
 
 
 @pytest.mark.parametrize("spec", retrain.RUN_SPECS, ids=lambda s: s.name)
 def test_committed_runs_came_from_the_retrain_specs(spec):
     """Each committed run's saved config equals what its RunSpec passes to flows.train."""
-    folder = trained.RUNS_ROOT / spec.name
+    folder = RUNS_ROOT / spec.name
     assert (folder / "config.json").is_file(), f"{spec.name} is not committed under artifacts/runs"
     saved = json.loads((folder / "config.json").read_text())["train"]
     assert saved["preset"] == spec.preset
@@ -26,7 +31,7 @@ def test_committed_runs_came_from_the_retrain_specs(spec):
 
 def test_every_committed_run_has_a_spec():
     names = {spec.name for spec in retrain.RUN_SPECS}
-    committed = {p.name for p in trained.RUNS_ROOT.iterdir() if (p / "checkpoint.pt").is_file()}
+    committed = {p.name for p in RUNS_ROOT.iterdir() if (p / "checkpoint.pt").is_file()}
     assert committed <= names, f"runs without a retrain spec: {sorted(committed - names)}"
 
 
@@ -54,32 +59,116 @@ def test_cli_rejects_missing_data_root(tmp_path, capsys):
     assert "--data-root" in capsys.readouterr().err
 
 
-def test_cli_quick_sets_the_environment(tmp_path, monkeypatch):
-    monkeypatch.delenv("CGM_QUICK", raising=False)
-    assert main(["--only", "lambda_interval", "--out", str(tmp_path), "--quick"]) == 0
-    assert trained.quick_mode()
+def _capture_contexts(monkeypatch) -> list[tuple[str, Context]]:
+    """Replace the CLI's generate by a recorder of (name, context)."""
+    calls = []
+
+    def record(name, context, root=None):
+        calls.append((name, context))
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return [folder / "numbers.json"]
+
+    monkeypatch.setattr(cli, "generate", record)
+    return calls
 
 
-def test_data_root_errors_name_the_variable(monkeypatch, tmp_path):
-    monkeypatch.delenv("CGM_DATA_ROOT", raising=False)
-    with pytest.raises(trained.DataRootError, match="CGM_DATA_ROOT"):
-        trained.data_root()
-    with pytest.raises(trained.DataRootError, match="not a folder"):
-        trained.data_root(tmp_path / "absent")
-    assert trained.data_root(tmp_path) == tmp_path
+def test_cli_options_become_the_context(tmp_path, monkeypatch):
+    calls = _capture_contexts(monkeypatch)
+    before = dict(os.environ)
+    argv = [
+        "--only",
+        "table1",
+        "--only",
+        "figure4",
+        "--out",
+        str(tmp_path),
+        "--quick",
+        "--data-root",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    assert dict(os.environ) == before, "the command line must not write the environment"
+    assert [name for name, _ in calls] == ["table1", "figure4"]
+    for _, context in calls:
+        assert context == Context(data_root=tmp_path.resolve(), runs_root=RUNS_ROOT, quick=True)
 
 
-def test_runs_root_follows_the_environment(monkeypatch, tmp_path):
+def test_cli_takes_defaults_from_the_environment_without_writing_it(tmp_path, monkeypatch):
+    calls = _capture_contexts(monkeypatch)
+    monkeypatch.setenv("CGM_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("CGM_QUICK", "1")
     monkeypatch.delenv("CGM_RUNS_ROOT", raising=False)
-    assert trained.run_dir("mnist", "split") == trained.RUNS_ROOT / "cpu-mnist-split"
-    monkeypatch.setenv("CGM_RUNS_ROOT", str(tmp_path))
-    assert trained.run_dir("cifar10", "base") == tmp_path / "cpu-cifar-base"
+    before = dict(os.environ)
+    assert main(["--only", "figure1", "--out", str(tmp_path)]) == 0
+    assert dict(os.environ) == before
+    assert calls == [("figure1", Context(data_root=tmp_path, quick=True))]
+
+
+def test_cli_refuses_quick_from_the_environment_without_out(monkeypatch, capsys):
+    calls = _capture_contexts(monkeypatch)
+    monkeypatch.setenv("CGM_QUICK", "1")
+    with pytest.raises(SystemExit):
+        main(["--only", "figure2"])
+    assert "--out" in capsys.readouterr().err and not calls
+
+
+def test_cli_quick_run_leaves_the_environment_alone(tmp_path):
+    """A real --quick run, in this process: the outputs are written, os.environ is unchanged."""
+    before = dict(os.environ)
+    assert main(["--only", "lambda_interval", "--out", str(tmp_path), "--quick"]) == 0
+    assert dict(os.environ) == before
+    assert (tmp_path / "lambda_interval" / "numbers.json").is_file()
+
+
+def test_context_from_environment():
+    assert Context.from_environment({}) == Context()
+    assert Context() == Context(data_root=None, runs_root=RUNS_ROOT, quick=False)
+    env = {"CGM_DATA_ROOT": "/data", "CGM_RUNS_ROOT": "/runs", "CGM_QUICK": " True "}
+    assert Context.from_environment(env) == Context(Path("/data"), Path("/runs"), True)
+    for off in ("", "0", "no", "false"):
+        assert Context.from_environment({"CGM_QUICK": off}).quick is False
+    assert Context.from_environment({"CGM_DATA_ROOT": "", "CGM_RUNS_ROOT": ""}) == Context()
+    assert Context(data_root="~/x").data_root == Path("~/x").expanduser()
+    assert paper_figures.Context is Context
+    with pytest.raises(TypeError, match="quick"):
+        Context(quick="1")
+
+
+def test_data_root_errors_name_the_variable(tmp_path):
+    with pytest.raises(DataRootError, match="CGM_DATA_ROOT"):
+        Context().require_data_root()
+    with pytest.raises(DataRootError, match="not a folder"):
+        Context(data_root=tmp_path / "absent").require_data_root()
+    assert Context(data_root=tmp_path).require_data_root() == tmp_path
+
+
+def test_run_dir_follows_the_context(tmp_path):
+    assert trained.run_dir("mnist", "split", Context()) == RUNS_ROOT / "cpu-mnist-split"
+    assert trained.run_dir("cifar10", "base", Context(runs_root=tmp_path)) == (
+        tmp_path / "cpu-cifar-base"
+    )
     with pytest.raises(ValueError, match="dataset"):
-        trained.run_dir("svhn", "split")
+        trained.run_dir("svhn", "split", Context())
+    with pytest.raises(FileNotFoundError, match="no trained run"):
+        trained.load_run("mnist", "split", Context(runs_root=tmp_path))
 
 
-def test_test_order_is_a_fixed_permutation():
-    order = trained.test_order(1000)
-    assert sorted(order.tolist()) == list(range(1000))
-    assert order.tolist() == trained.test_order(1000).tolist()
-    assert order.tolist() != list(range(1000))
+def test_ordered_test_set_needs_a_data_root_and_a_positive_n(tmp_path):
+    with pytest.raises(DataRootError):
+        trained.ordered_test_set("mnist", Context())
+    with pytest.raises(ValueError, match="n must be"):
+        trained.ordered_test_set("mnist", Context(data_root=tmp_path), n=0)
+
+
+def test_no_library_function_is_collected_as_a_test():
+    """pytest collects module-level names test_* / Test*: the package must define none."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(paper_figures.__path__):
+        if info.name == "__main__":
+            continue
+        module = importlib.import_module(f"paper_figures.{info.name}")
+        names = [n for n in vars(module) if n.startswith(("test", "Test"))]
+        assert not names, f"paper_figures.{info.name} defines {names}"

@@ -7,44 +7,44 @@ numbers are checked against the package (pairs eligible, threshold, margin bound
 import base64
 import json
 import math
-import os
-from pathlib import Path
+from dataclasses import asdict, replace
 
 import matplotlib
 import pytest
 import torch
 
 from flows.analysis import paper_margin_bound
-from paper_figures import figure1, figure3, figure4, section4_eq5, trained
+from flows.data import fixed_order, load_dataset
+from flows.paper import PAPER_FIGURE3
+from flows.preprocess import to_model_range
+from paper_figures import Context, figure1, figure3, figure4, registry, section4_eq5, trained
 from paper_figures.paths import figure_paths
 
 MODULES = {"figure1": figure1, "figure3": figure3, "figure4": figure4, "section4_eq5": section4_eq5}
 
 
-def _missing() -> str | None:
-    root = os.environ.get(trained.DATA_ROOT_ENV)
-    if not root or not Path(root).is_dir():
-        return f"{trained.DATA_ROOT_ENV} is unset or not a folder: these figures need the test sets"
+@pytest.fixture(scope="module")
+def context() -> Context:
+    """The environment's data root, quick mode; skipped without the data or the Split runs."""
+    context = replace(Context.from_environment(), quick=True)
+    if context.data_root is None or not context.data_root.is_dir():
+        pytest.skip("CGM_DATA_ROOT is unset or not a folder: these figures need the test sets")
     for dataset in trained.DATASETS:
-        if not (trained.run_dir(dataset, "split") / "checkpoint.pt").is_file():
-            return f"the {dataset} Split run is not present ({trained.run_dir(dataset, 'split')})"
-    return None
+        run = trained.run_dir(dataset, "split", context)
+        if not (run / "checkpoint.pt").is_file():
+            pytest.skip(f"the {dataset} Split run is not present ({run})")
+    return context
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory):
+def generated(tmp_path_factory, context):
     """Each module generated once in quick mode, in one process (test statistics are shared)."""
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
     matplotlib.use("Agg")
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("section6")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(trained.QUICK_ENV, "1")
-        written = {name: module.generate(root=root) for name, module in MODULES.items()}
-        configs = {name: module.default_config() for name, module in MODULES.items()}
+    written = {name: registry.generate(name, context, root=root) for name in MODULES}
+    configs = {name: module.default_config(context) for name, module in MODULES.items()}
     torch.set_num_threads(previous)
     return root, written, configs
 
@@ -63,19 +63,40 @@ def test_files_are_written_in_quick_mode(generated, name):
     assert paths.pdf.read_bytes()[:5] == b"%PDF-"
     assert _numbers(root, name)["quick"] is True
     params = json.loads(paths.params_json.read_text())
-    assert params["data_root"] is None
+    assert params == json.loads(json.dumps(asdict(configs[name])))
     assert configs[name] != MODULES[name].Config(), "quick mode must shrink the configuration"
 
 
-def test_figure3_pairs_are_eligible_and_shares_are_reported(generated):
+@pytest.mark.parametrize("dataset", trained.DATASETS)
+def test_ordered_test_set_is_the_test_split_in_the_fixed_order(context, dataset):
+    """The figures' test images: the stored test split, permuted by flows.data.fixed_order, in the
+    models' range; the first n of that order for every n."""
+    root = context.require_data_root()
+    if dataset == "mnist":
+        data = load_dataset("mnist", root, train=False)
+    else:
+        data = load_dataset("imagefolder", root / "cifar10-jpeg", train=False)
+    order = fixed_order(len(data))
+    x, y = trained.ordered_test_set(dataset, context)
+    assert torch.equal(y, data.labels[order])
+    assert torch.equal(x, to_model_range(data.images[order]).to(torch.float32))
+    x50, y50 = trained.ordered_test_set(dataset, context, n=50)
+    assert torch.equal(x50, x[:50]) and torch.equal(y50, y[:50])
+    x50 += 1.0  # the caller's copy: the cached split is unchanged
+    assert torch.equal(trained.ordered_test_set(dataset, context, n=50)[0], x[:50])
+
+
+def test_figure3_pairs_are_eligible_and_shares_are_reported(generated, context):
     root, _, configs = generated
     config = configs["figure3"]
     numbers = _numbers(root, "figure3")
     assert numbers["num_pairs"] == config.num_pairs and numbers["num_alphas"] == config.num_alphas
     for dataset, res in numbers["datasets"].items():
         assert res["label"] == trained.DATASET_LABELS[dataset]
-        stats = trained.test_statistics(dataset, config.prior, config.num_test)
-        threshold = trained.paper_detector(dataset, config.prior, config.num_test).threshold
+        stats = trained.run_statistics(dataset, config.prior, context, config.num_test)
+        threshold = trained.paper_detector(
+            dataset, config.prior, context, config.num_test
+        ).threshold
         assert res["threshold"] == threshold
         i0, i1 = torch.tensor(res["pairs"]["i0"]), torch.tensor(res["pairs"]["i1"])
         assert len(i0) == config.num_pairs
@@ -91,16 +112,16 @@ def test_figure3_pairs_are_eligible_and_shares_are_reported(generated):
         share = res["fraction_paths_entirely_undetected"]
         low, high = res["fraction_paths_entirely_undetected_ci95"]
         assert 0.0 <= low <= share <= high <= 1.0
-        assert res["paper"] == figure3.PAPER[dataset]
+        assert res["paper"] == PAPER_FIGURE3[dataset]
 
 
-def test_figure1_endpoints_are_the_test_images(generated):
+def test_figure1_endpoints_are_the_test_images(generated, context):
     root, _, configs = generated
     config = configs["figure1"]
     numbers = _numbers(root, "figure1")
     for dataset, res in numbers["datasets"].items():
-        x, y = trained.test_set(dataset, None, config.num_test)
-        stats = trained.test_statistics(dataset, config.prior, config.num_test)
+        x, y = trained.ordered_test_set(dataset, context, config.num_test)
+        stats = trained.run_statistics(dataset, config.prior, context, config.num_test)
         i0, i1 = res["test_index_x0"], res["test_index_x1"]
         assert (res["y0"], res["y1"]) == (int(y[i0]), int(y[i1])) and res["y0"] != res["y1"]
         assert res["bits_per_dim"][0] == pytest.approx(stats.bits_per_dim[i0].item(), rel=1e-5)
@@ -139,16 +160,17 @@ def test_figure4_histograms_and_margin_bound(generated):
         assert res["median_gap_nats_correct"] < res["std_nll_true_nats"]
 
 
-def test_section4_terms_add_up_and_missing_runs_are_listed(generated):
+def test_section4_terms_add_up_and_missing_runs_are_listed(generated, context):
     root, _, configs = generated
     config = configs["section4_eq5"]
     numbers = _numbers(root, "section4_eq5")
     present = {(r["dataset"], r["prior"]) for r in numbers["rows"]}
     for dataset in config.datasets:
         for prior in config.priors:
-            exists = (trained.run_dir(dataset, prior) / "checkpoint.pt").is_file()
+            run = trained.run_dir(dataset, prior, context)
+            exists = (run / "checkpoint.pt").is_file()
             assert ((dataset, prior) in present) == exists
-            assert (trained.run_dir(dataset, prior).name in numbers["missing_runs"]) != exists
+            assert (run.name in numbers["missing_runs"]) != exists
     for row in numbers["rows"]:
         assert row["joint_nats"] == pytest.approx(row["data_nats"] + row["class_nats"], rel=1e-12)
         assert row["log_num_classes_nats"] == pytest.approx(math.log(10))
