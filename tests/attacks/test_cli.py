@@ -430,6 +430,7 @@ def test_cli_default_detector_and_recall_warning(fake, tmp_path, monkeypatch, ca
 def test_imagefolder_runs_take_the_papers_defaults_of_their_preset(fake, tmp_path, monkeypatch):
     """The CIFAR-10 runs train on the JPEG copy (dataset ``imagefolder``); ε and the recall are
     CIFAR-10's, the data are loaded as an image folder."""
+    monkeypatch.delenv("CGM_DATA_ROOT", raising=False)  # the run's recorded root applies
     model, x, y = fake
     (tmp_path / "config.json").write_text(
         json.dumps(

@@ -248,9 +248,10 @@ def test_too_few_correct_images_is_one_line(tiny_run, capsys):
     )
 
 
-def test_end_to_end_on_a_tiny_synthetic_run(tiny_run, capsys):
+def test_end_to_end_on_a_tiny_synthetic_run(tiny_run, capsys, monkeypatch):
     """A real run folder (checkpoint + config.json): flows.load, the synthetic test split of the
     run's size, the attack, the JSON and the PNG beside the run."""
+    monkeypatch.delenv("CGM_DATA_ROOT", raising=False)  # the run's recorded root applies
     report = cli.main(
         [
             str(tiny_run),
