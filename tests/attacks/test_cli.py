@@ -90,27 +90,18 @@ def test_quantile_threshold_and_missing_eps(fake):
         AttackConfig(attack="cw", threshold=1.0, threshold_quantile=0.5)
 
 
-def test_main_writes_json_and_images(fake, tmp_path, monkeypatch):
-    model, x, y = fake
+def _cli_on_fake(monkeypatch, model, x, y, tmp_path, attack: str, *extra: str) -> list[str]:
+    """Make ``flows.attack`` load ``model`` and the test set ``(x, y)``; return the argv of a
+    3-image ``attack`` on the synthetic dataset at ε 1.0 and threshold 6.2, plus ``extra``."""
     monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
     monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    argv = [
-        str(tmp_path),
-        "--attack",
-        "boundary",
-        "--dataset",
-        "synthetic",
-        "--n",
-        "3",
-        "--eps",
-        "1.0",
-        "--threshold",
-        "6.2",
-        "--recall-n",
-        "20",
-        "--max-queries",
-        "300",
-    ]
+    common = ["--dataset", "synthetic", "--n", "3", "--eps", "1.0", "--threshold", "6.2"]
+    return [str(tmp_path), "--attack", attack, *common, "--recall-n", "20", *extra]
+
+
+def test_main_writes_json_and_images(fake, tmp_path, monkeypatch):
+    model, x, y = fake
+    argv = _cli_on_fake(monkeypatch, model, x, y, tmp_path, "boundary", "--max-queries", "300")
     report = cli.main(argv)
     saved = json.loads((tmp_path / "attacks" / "boundary.json").read_text())
     assert saved["attack_noise"]["table2"] == report["attack_noise"]["table2"]
@@ -138,29 +129,10 @@ def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
     assert stored["attacked_indices"] == [0, 1, 2, 3] and stored["test_order"] == "stored order"
     assert set(y[stored["attacked_indices"]].tolist()) == {0}
 
-    monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    argv = [
-        str(tmp_path),
-        "--attack",
-        "cw",
-        "--dataset",
-        "synthetic",
-        "--n",
-        "3",
-        "--eps",
-        "1.0",
-        "--threshold",
-        "6.2",
-        "--recall-n",
-        "20",
-        "--binary-search-steps",
-        "1",
-        "--cw-steps",
-        "5",
-        "--example-images",
-        "0",
-    ]
+    argv = _cli_on_fake(
+        monkeypatch, model, x, y, tmp_path, "cw", "--binary-search-steps", "1", "--cw-steps", "5",
+        "--example-images", "0",
+    )  # fmt: skip
     saved = cli.main([*argv, "--order-seed", "5"])
     assert saved["config"]["order_seed"] == 5
     expected = torch.randperm(30, generator=torch.Generator().manual_seed(5))[:3].tolist()
@@ -197,27 +169,10 @@ def test_spherical_moves_option_reaches_the_boundary_attack(fake, tmp_path, monk
     """--spherical-moves off restores Brendel et al.'s rule: saved in the config, changes the walk;
     auto (default) is on for the plain attack."""
     model, x, y = fake
-    monkeypatch.setattr(flows, "load", lambda path, map_location="cpu": model, raising=False)
-    monkeypatch.setattr(experiment, "load_test_set", lambda *args, **kwargs: (x, y))
-    argv = [
-        str(tmp_path),
-        "--attack",
-        "boundary",
-        "--dataset",
-        "synthetic",
-        "--n",
-        "3",
-        "--eps",
-        "1.0",
-        "--threshold",
-        "6.2",
-        "--recall-n",
-        "20",
-        "--max-queries",
-        "300",
-        "--example-images",
-        "0",
-    ]
+    argv = _cli_on_fake(
+        monkeypatch, model, x, y, tmp_path, "boundary", "--max-queries", "300",
+        "--example-images", "0",
+    )  # fmt: skip
     auto, moves = cli.main(argv), cli.main([*argv, "--spherical-moves", "on"])
     brendel = cli.main([*argv, "--spherical-moves", "off"])
     assert auto["config"]["spherical_moves"] is None
