@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["FixedNoise"]
+__all__ = ["FixedNoise", "FreshNoise"]
 
 
 class FixedNoise:
@@ -62,6 +62,41 @@ class FixedNoise:
     def reseeded(self, seed: int) -> FixedNoise:
         """The same callable under another (fresh) noise seed."""
         return FixedNoise(self.fn, seed, self.batch_invariant)
+
+
+class FreshNoise:
+    """A randomised callable as deployed: every call draws fresh noise, independently per row.
+
+    ``fn(x, generator=...)`` receives this object's own generator, seeded once with ``seed`` and
+    advanced by every call: the sequence of draws is reproducible, and no two calls (nor two
+    rows of one call) share a draw. This is the *deployed* threat model of Section 6.2's
+    adaptive evaluation: the attacker cannot fix the noise, and a query repeated ``K`` times in
+    one batch (:func:`flows.attacks.threat_model.repeat_draws`) sees ``K`` independent draws.
+    A callable that takes no ``generator`` draws from PyTorch's global generator as it is.
+
+    Example::
+
+        >>> import torch
+        >>> noisy = FreshNoise(lambda x, generator=None: x + torch.rand(x.shape, generator=generator), 0)
+        >>> x = torch.zeros(2, 1)
+        >>> bool((noisy(x) != noisy(x)).all())  # a fresh draw per call
+        True
+    """
+
+    def __init__(self, fn: Callable[..., Tensor], seed: int):
+        self.fn = fn
+        self.seed = seed
+        self.takes_generator = _accepts_generator(fn)
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if not self.takes_generator:
+            return self.fn(x)
+        generator = self._generators.get(x.device)
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            self._generators[x.device] = generator
+        return self.fn(x, generator=generator)
 
 
 def _accepts_generator(fn: Callable[..., Any]) -> bool:

@@ -55,9 +55,16 @@ from flows.attacks.criteria import (
     log_posterior_margin,
 )
 from flows.attacks.detector import PAPER_RECALL, PAPER_THRESHOLDS, LikelihoodDetector
-from flows.attacks.threat_model import DecisionModel, ThreatModel, flows_threat_model
+from flows.attacks.threat_model import (
+    DecisionModel,
+    ThreatModel,
+    flows_threat_model,
+    majority_over_draws,
+    mean_over_draws,
+    repeat_draws,
+)
 from flows.attacks.verification import Verification, table2_statistics, verify
-from flows.noise import FixedNoise
+from flows.noise import FixedNoise, FreshNoise
 
 __all__ = [
     "Attack",
@@ -68,6 +75,7 @@ __all__ = [
     "Criterion",
     "DecisionModel",
     "FixedNoise",
+    "FreshNoise",
     "LikelihoodDetector",
     "Misclassified",
     "NotDetected",
@@ -79,8 +87,11 @@ __all__ = [
     "Verification",
     "flows_threat_model",
     "log_posterior_margin",
+    "majority_over_draws",
+    "mean_over_draws",
     "modified_boundary_attack",
     "random_targets",
+    "repeat_draws",
     "select_starting_points",
     "table2_statistics",
     "verify",

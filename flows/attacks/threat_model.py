@@ -43,7 +43,7 @@ from torch import Tensor
 from flows.attacks.criteria import Observation
 from flows.attacks.detector import LikelihoodDetector
 from flows.measures import bits_per_dim, marginal_log_prob, predictions
-from flows.noise import FixedNoise
+from flows.noise import FixedNoise, FreshNoise
 
 __all__ = ["DecisionModel", "ThreatModel", "flows_threat_model"]
 
@@ -65,6 +65,12 @@ class ThreatModel:
             (:func:`flows.measures.bits_per_dim`), as for flows models under the same fixed
             noise: :meth:`observe` and :meth:`decision` then compute bits/dim from the class
             scores (one encoding per query). Needs a detector. Keyword only.
+        randomised: the *deployed* threat model: every call of ``logits_fn`` /
+            ``bits_per_dim_fn`` draws fresh noise, independently for every row of the batch
+            (:func:`flows_threat_model` with ``noise="fresh"``). An attack on it averages over
+            draws (EOT, ``observe(x, draws=K)``), and a decision is a majority over draws
+            (``decision(x, draws=M)``). False: the functions are deterministic (the *fixed
+            noise* threat model, where the attacker knows the draw). Keyword only.
 
     Example (a plain classifier, any callable)::
 
@@ -82,6 +88,7 @@ class ThreatModel:
     _: KW_ONLY
     num_classes: int
     bits_from_class_scores: bool = False
+    randomised: bool = False
 
     def __post_init__(self):
         if (self.bits_per_dim_fn is None) != (self.detector is None):
@@ -96,18 +103,31 @@ class ThreatModel:
     def has_detector(self) -> bool:
         return self.detector is not None
 
-    def observe(self, x: Tensor, with_detector: bool = True) -> Observation:
-        """Differentiable class scores (and bits/dim when there is a detector)."""
+    def observe(self, x: Tensor, with_detector: bool = True, draws: int = 1) -> Observation:
+        """Differentiable class scores (and bits/dim when there is a detector).
+
+        ``draws = K > 1`` (expectation over transformation): ``x`` ``(B, ...)`` is evaluated
+        ``K`` times in *one* batched pass of ``K·B`` inputs, draw-major (row ``k·B + i`` is
+        example ``i`` under draw ``k``), and the observation has ``K·B`` rows. On a randomised
+        model each row sees its own noise; average per-example losses with
+        :func:`mean_over_draws`. On a deterministic model the K rows are equal.
+        """
+        _check_draws(draws)
+        if draws > 1:
+            x = repeat_draws(x, draws)
         logits = self._scores(x)
         bpd = None
         if with_detector and self.bits_per_dim_fn is not None:
             bpd = self._bits_per_dim(x, logits)
         return Observation(logits=logits, bits_per_dim=bpd)
 
-    def classify(self, x: Tensor) -> Tensor:
-        """``(B,)`` argmax of the class scores."""
+    def classify(self, x: Tensor, draws: int = 1) -> Tensor:
+        """``(B,)`` argmax of the class scores; with ``draws = M > 1`` the majority label over
+        ``M`` evaluations (:func:`majority_over_draws`; one batched pass of ``M·B`` inputs)."""
+        _check_draws(draws)
         with torch.no_grad():
-            return predictions(self._scores(x))
+            labels = predictions(self._scores(repeat_draws(x, draws) if draws > 1 else x))
+        return majority_over_draws(labels, draws) if draws > 1 else labels
 
     def bits_per_dim(self, x: Tensor) -> Tensor:
         """``(B,)`` the detector's statistic, from ``bits_per_dim_fn`` (no gradient)."""
@@ -121,18 +141,23 @@ class ThreatModel:
         bpd = self.bits_per_dim(x)  # raises without a detector
         return self.detector.detected(bpd)
 
-    def decision(self, x: Tensor) -> Tensor:
+    def decision(self, x: Tensor, draws: int = 1) -> Tensor:
         """The C+1-way decision: the class, or ``C`` ("non-image") when detected.
 
-        One model call per query with ``bits_from_class_scores``, two otherwise.
+        One model call per query with ``bits_from_class_scores``, two otherwise. ``draws = M >
+        1``: the majority decision over ``M`` evaluations in one batched pass
+        (:func:`majority_over_draws`), what a decision-based attack on a randomised model
+        queries so that its adversarials survive fresh noise.
         """
+        _check_draws(draws)
         with torch.no_grad():
-            logits = self._scores(x)
+            inputs = repeat_draws(x, draws) if draws > 1 else x
+            logits = self._scores(inputs)
             labels = predictions(logits)
-            if self.detector is None:
-                return labels
-            detected = self.detector.detected(self._bits_per_dim(x, logits))
-            return torch.where(detected, self.num_classes, labels)
+            if self.detector is not None:
+                detected = self.detector.detected(self._bits_per_dim(inputs, logits))
+                labels = torch.where(detected, self.num_classes, labels)
+        return majority_over_draws(labels, draws) if draws > 1 else labels
 
     def with_detector(
         self, detector: LikelihoodDetector | None, bits_per_dim_fn: Callable | None = None
@@ -204,6 +229,37 @@ class DecisionModel:
         return Observation(labels=labels, rejected=rejected)
 
 
+def repeat_draws(x: Tensor, draws: int) -> Tensor:
+    """``(K·B, ...)``: ``x`` ``(B, ...)`` stacked ``K = draws`` times, draw-major (row ``k·B + i``
+    is example ``i`` under draw ``k``), the layout of :meth:`ThreatModel.observe` with draws."""
+    _check_draws(draws)
+    return x.repeat(draws, *([1] * (x.dim() - 1)))
+
+
+def mean_over_draws(values: Tensor, draws: int) -> Tensor:
+    r"""``(B, ...)``: the mean over draws of per-row ``values`` ``(K·B, ...)`` laid out draw-major
+    (:func:`repeat_draws`), e.g. an attack's per-example loss under EOT:
+    :math:`\frac1K \sum_k \ell(x; \text{noise}_k)`."""
+    _check_draws(draws)
+    if values.shape[0] % draws:
+        raise ValueError(f"values: {values.shape[0]} rows are not a multiple of draws={draws}")
+    return values.reshape(draws, -1, *values.shape[1:]).mean(0)
+
+
+def majority_over_draws(labels: Tensor, draws: int) -> Tensor:
+    """``(B,)``: the most frequent of the ``K = draws`` labels of each example, from ``labels``
+    ``(K·B,)`` laid out draw-major; a tie goes to the smallest label (``torch.mode``)."""
+    _check_draws(draws)
+    if labels.shape[0] % draws:
+        raise ValueError(f"labels: {labels.shape[0]} rows are not a multiple of draws={draws}")
+    return labels.reshape(draws, -1).mode(dim=0).values
+
+
+def _check_draws(draws: object) -> None:
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws: must be an integer >= 1, got {draws!r}")
+
+
 def _check_num_classes(num_classes: object) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
@@ -213,6 +269,7 @@ def flows_threat_model(
     model: Any,
     detector: LikelihoodDetector | None = None,
     *,
+    noise: str = "fixed",
     noise_seed: int | None = 0,
     eps: float | None = None,
     bounds: tuple[float, float] = (-0.5, 0.5),
@@ -225,7 +282,13 @@ def flows_threat_model(
     ``num_classes`` (C) and, when a ``detector`` is given, ``bits_per_dim(x) -> (B,)``; methods
     that take ``generator=`` receive one seeded with ``noise_seed``, others are seeded through the
     global generator (:class:`~flows.noise.FixedNoise`, with ``batch_invariant``).
-    ``noise_seed=None`` calls the methods as they are (deterministic models). The classifier is
+    ``noise_seed=None`` calls the methods as they are (deterministic models).
+
+    ``noise`` chooses the threat model: ``"fixed"`` (default; the attacker knows the noise draw,
+    which :class:`~flows.noise.FixedNoise` fixes by ``noise_seed``) or ``"fresh"`` (deployed:
+    every query draws fresh noise per row, :class:`~flows.noise.FreshNoise` seeded once by
+    ``noise_seed``; the result has ``randomised=True``, and attacks average over draws). The
+    classifier is
     argmax_c log p(x|y=c), i.e. argmax p(y|x) under a uniform prior.
 
     ``bits_from_class_scores=True`` (for models whose ``bits_per_dim`` is
@@ -258,8 +321,16 @@ def flows_threat_model(
                 f"model's num_dims {num_dims} (the D its bits/dim divides by)"
             )
 
+    if noise not in ("fixed", "fresh"):
+        raise ValueError(f"noise: must be 'fixed' or 'fresh', got {noise!r}")
+    randomised = noise == "fresh" and noise_seed is not None
+
     def fixed(fn: Callable[..., Tensor]) -> Callable[[Tensor], Tensor]:
-        return fn if noise_seed is None else FixedNoise(fn, noise_seed, batch_invariant)
+        if noise_seed is None:
+            return fn
+        if randomised:
+            return FreshNoise(fn, noise_seed)
+        return FixedNoise(fn, noise_seed, batch_invariant)
 
     return ThreatModel(
         logits_fn=fixed(model.class_log_likelihoods),
@@ -269,4 +340,5 @@ def flows_threat_model(
         eps=eps,
         num_classes=num_classes,
         bits_from_class_scores=one_encoding,
+        randomised=randomised,
     )

@@ -259,3 +259,75 @@ def test_one_encoding_needs_num_dims(model_classes):
     m.num_dims = m.dim + 1  # the detector's D must be the model's
     with pytest.raises(ValueError, match="num_dims"):
         flows_threat_model(m, det, bits_from_class_scores=True)
+
+
+# --- randomised (deployed) threat models: draws, EOT layout, majority decisions -----------------
+
+
+def _noisy_logits(x, generator=None):
+    """Two-class scores (s, −s) of s = x₀ + N(0, 1) noise drawn per row from ``generator``."""
+    s = x.flatten(1)[:, 0] + torch.randn(len(x), generator=generator, dtype=x.dtype)
+    return torch.stack([s, -s], dim=1)
+
+
+def test_repeat_and_mean_over_draws_are_draw_major():
+    from flows.attacks import mean_over_draws, repeat_draws
+
+    x = torch.arange(6.0).reshape(3, 2)
+    stacked = repeat_draws(x, 4)
+    assert stacked.shape == (12, 2)
+    assert torch.equal(stacked[3:6], x)  # row k·B + i is example i under draw k
+    values = torch.cat([torch.full((3,), float(k)) for k in range(4)])
+    assert torch.equal(mean_over_draws(values, 4), torch.full((3,), 1.5))
+    with pytest.raises(ValueError, match="draws"):
+        repeat_draws(x, 0)
+    with pytest.raises(ValueError, match="multiple of draws"):
+        mean_over_draws(torch.zeros(5), 2)
+
+
+def test_majority_over_draws_takes_the_most_frequent_label():
+    from flows.attacks import majority_over_draws
+
+    labels = torch.tensor([[1, 0, 2], [1, 2, 2], [0, 2, 1]]).reshape(-1)  # 3 draws × 3 examples
+    assert majority_over_draws(labels, 3).tolist() == [1, 2, 2]
+
+
+def test_fresh_noise_threat_model_draws_per_row_and_call_and_is_reproducible():
+    from flows.noise import FreshNoise
+
+    tm = ThreatModel(FreshNoise(_noisy_logits, seed=3), num_classes=2, randomised=True)
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    obs = tm.observe(x, draws=500)
+    assert obs.logits.shape == (500, 2)
+    # independent N(0, 1) draws per row: spread ≈ 1, mean ≈ 0
+    assert 0.85 < obs.logits[:, 0].std().item() < 1.15
+    assert abs(obs.logits[:, 0].mean().item()) < 0.15
+    again = ThreatModel(FreshNoise(_noisy_logits, seed=3), num_classes=2, randomised=True)
+    assert torch.equal(again.observe(x, draws=500).logits, obs.logits)  # same seed, same draws
+    assert not torch.equal(tm.observe(x, draws=500).logits, obs.logits)  # the next call differs
+
+
+def test_majority_decision_over_draws_is_stable_where_single_draws_flip():
+    from flows.noise import FreshNoise
+
+    tm = ThreatModel(FreshNoise(_noisy_logits, seed=0), num_classes=2, randomised=True)
+    x = torch.tensor([[0.5, 0.0]], dtype=torch.float64)  # P(class 0) = Φ(0.5) ≈ 0.69 per draw
+    single = torch.cat([tm.classify(x) for _ in range(200)])
+    assert 0.55 < (single == 0).double().mean().item() < 0.83
+    majority = torch.cat([tm.classify(x, draws=101) for _ in range(20)])
+    assert bool((majority == 0).all())  # P(majority of 101 wrong) ≈ 5e-5 per call
+    assert torch.equal(tm.decision(x, draws=101), torch.tensor([0]))
+
+
+def test_flows_threat_model_fresh_noise_is_the_deployed_model():
+    from tests.attacks.conftest import TwoGaussian
+
+    model = TwoGaussian(noise=0.05)
+    x = model.on_axis([0.01, -0.02])
+    fixed = flows_threat_model(model, noise_seed=1)
+    fresh = flows_threat_model(model, noise="fresh", noise_seed=1)
+    assert not fixed.randomised and fresh.randomised
+    assert torch.equal(fixed.observe(x).logits, fixed.observe(x).logits)
+    assert not torch.equal(fresh.observe(x).logits, fresh.observe(x).logits)
+    with pytest.raises(ValueError, match="noise"):
+        flows_threat_model(model, noise="frozen")
