@@ -111,8 +111,12 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
+    """Restore what :func:`rng_state` returned.
+
+    The states are byte tensors that torch only accepts on the CPU; a checkpoint loaded with
+    ``map_location="cuda"`` (a resumed GPU run) holds them on the GPU, so they are moved back.
+    """
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     random.setstate(state["python"])

@@ -8,7 +8,9 @@ A class-conditional model gives, for a batch, the matrix of class log-likelihood
 * :func:`predictions` / :func:`accuracy`: Bayes' rule, :math:`\arg\max_c \ell_c`;
 * :func:`bits_per_dim`: :math:`-\log p(x) / (D \log 2) + \log_2 256` (the discretised NLL per data
   dimension; Table 1, the detector's unit in Section 6.2);
-* :func:`nats_to_bits_per_dim`: a difference of log-densities, in bits per dimension (no offset).
+* :func:`nats_to_bits_per_dim`: a difference of log-densities, in bits per dimension (no offset);
+* :func:`log_mean_exp`: :math:`\log \frac1S \sum_s e^{v_s}`, the importance-weighted estimate of a
+  log-density from ``S`` noise draws (:meth:`flows.ConditionalGlow.class_log_likelihoods`).
 
 Example::
 
@@ -31,6 +33,7 @@ __all__ = [
     "NUM_BINS",
     "accuracy",
     "bits_per_dim",
+    "log_mean_exp",
     "marginal_log_prob",
     "nats_to_bits_per_dim",
     "predictions",
@@ -44,6 +47,16 @@ def marginal_log_prob(class_log_likelihoods: Tensor) -> Tensor:
     r"""``(..., C) → (...)``: :math:`\log p(x) = \operatorname{logsumexp}_c \log p(x\mid c) - \log C`."""
     num_classes = class_log_likelihoods.shape[-1]
     return torch.logsumexp(class_log_likelihoods, dim=-1) - math.log(num_classes)
+
+
+def log_mean_exp(values: Tensor, dim: int = 0) -> Tensor:
+    r""":math:`\log \frac1S \sum_{s=1}^S e^{v_s}` along ``dim`` (``S`` its size), computed stably.
+
+    With ``v_s = \log p(x, u_s) - \log q(u_s)``, ``u_s ~ q`` the model's noise draws, this is the
+    importance-weighted estimate of :math:`\log p(x)` (Burda et al. 2016): a lower bound in
+    expectation that tightens as ``S`` grows (Jensen), equal to the single-draw estimate at ``S = 1``.
+    """
+    return torch.logsumexp(values, dim=dim) - math.log(values.shape[dim])
 
 
 def predictions(class_log_likelihoods: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from flows.checkpoint import MODEL_KEYS, CheckpointError, load_checkpoint
 from flows.glow import Glow
 from flows.layers import AffineCoupling
-from flows.measures import bits_per_dim, marginal_log_prob
+from flows.measures import bits_per_dim, log_mean_exp, marginal_log_prob, predictions
 from flows.objectives import OBJECTIVES
 from flows.preprocess import add_noise_channels, pad_image
 from flows.presets import ARCHITECTURE_FIELDS, Preset, get_preset
@@ -75,6 +75,9 @@ class FlowOutput(NamedTuple):
     z: Tensor
     class_log_likelihoods: Tensor
     logits: Tensor
+    #: the classification rule's scores (:meth:`ConditionalGlow.class_scores`): ``logits`` for
+    #: the Split prior, ``class_log_likelihoods`` otherwise.
+    class_scores: Tensor
 
 
 class ConditionalGlow(nn.Module):
@@ -151,14 +154,36 @@ class ConditionalGlow(nn.Module):
         """One encoding → :class:`FlowOutput` (what training needs; also what DDP wraps)."""
         z, logdet = self.encode(x, generator)
         class_log_likelihoods = self.prior.log_prob(z) + logdet[:, None]
-        return FlowOutput(z, class_log_likelihoods, self.prior.logits(z))
+        logits = self.prior.logits(z)
+        scores = logits if self.prior.classifies_by_logits else class_log_likelihoods
+        return FlowOutput(z, class_log_likelihoods, logits, scores)
 
     def class_log_likelihoods(
-        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        shared_noise: bool = False,
+        draws: int = 1,
     ) -> Tensor:
-        """``(B, C)``: ``log p(x | y = c)`` in nats, for every class from one encoding."""
-        z, logdet = self.encode(x, generator, shared_noise)
-        return self.prior.log_prob(z) + logdet[:, None]
+        r"""``(B, C)``: ``log p(x | y = c)`` in nats, for every class from one encoding.
+
+        The padding border and the noise channels ``u`` are drawn from ``q(u)``
+        (:mod:`flows.preprocess`), and one draw gives :math:`\log p(x, u \mid c) - \log q(u)`, an
+        estimate of :math:`\log p(x \mid c)` that is exact when the model's :math:`p(u \mid x)`
+        equals :math:`q(u)` and otherwise a lower bound in expectation. ``draws = S > 1`` averages
+        the likelihood ratio over ``S`` independent draws (the importance-weighted estimate,
+        :func:`flows.measures.log_mean_exp`; ``S`` encodings), which is tighter in expectation:
+        :math:`\log \frac1S \sum_s p(x, u_s \mid c) / q(u_s)`.
+        """
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"draws: must be an integer >= 1, got {draws!r}")
+        estimates = []
+        for _ in range(draws):
+            z, logdet = self.encode(x, generator, shared_noise)
+            estimates.append(self.prior.log_prob(z) + logdet[:, None])
+        if draws == 1:
+            return estimates[0]
+        return log_mean_exp(torch.stack(estimates), dim=0)
 
     def log_prob(
         self,
@@ -167,38 +192,83 @@ class ConditionalGlow(nn.Module):
         shared_noise: bool = False,
         *,
         y: Tensor | None = None,
+        draws: int = 1,
     ) -> Tensor:
         """``(B,)``: ``log p(x) = logsumexp_c log p(x | c) − log C`` (uniform class prior), or with
         labels ``y`` ``(B,)``, ``log p(x | y)``.
 
         normflows' ``model.log_prob(x, y)`` is accepted too: an integer tensor in the
-        generator's place is taken as the labels ``y``.
+        generator's place is taken as the labels ``y``. ``draws``: the importance-weighted
+        estimate over that many noise draws (:meth:`class_log_likelihoods`).
         """
         if isinstance(generator, Tensor):
             if y is not None:
                 raise TypeError("log_prob: labels given twice (a tensor as generator, and y)")
             generator, y = None, generator
-        class_ll = self.class_log_likelihoods(x, generator, shared_noise)
+        class_ll = self.class_log_likelihoods(x, generator, shared_noise, draws)
         if y is None:
             return marginal_log_prob(class_ll)
         self.prior._check_labels(y, x.shape[0])
         return class_ll.gather(1, y.to(class_ll.device, torch.int64)[:, None]).squeeze(1)
 
+    @property
+    def classification_rule(self) -> str:
+        """``"likelihood"`` (Bayes' rule on ``p(x | y)``) or ``"logits"`` (the Split prior's
+        ``z_s`` class scores, :class:`~flows.priors.SplitPrior`): what :meth:`class_scores`,
+        :meth:`predict_proba` and :meth:`classify` use."""
+        return "logits" if self.prior.classifies_by_logits else "likelihood"
+
+    def class_scores(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> Tensor:
+        """``(B, C)``: the scores the model classifies by (softmax: ``p(y | x)``; argmax: the class).
+
+        Under the ``"likelihood"`` rule (Gaussian-family priors) these are the class
+        log-likelihoods ``log p(x | y = c)`` (:meth:`class_log_likelihoods`), i.e. Bayes' rule
+        with a uniform class prior. Under the ``"logits"`` rule (the Split prior) they are
+        ``log p(z_s | y = c)``, the logits its classification term is trained on (Section 5.3;
+        the reasons: :class:`~flows.priors.SplitPrior`).
+        """
+        return self.class_scores_and_log_likelihoods(x, generator, shared_noise)[0]
+
+    def class_scores_and_log_likelihoods(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """``((B, C), (B, C))``: :meth:`class_scores` and :meth:`class_log_likelihoods` from one
+        encoding (the classifier and the likelihood detector of one query)."""
+        z, logdet = self.encode(x, generator, shared_noise)
+        class_ll = self.prior.log_prob(z) + logdet[:, None]
+        if self.prior.classifies_by_logits:
+            return self.prior.logits(z), class_ll
+        return class_ll, class_ll
+
     def predict_proba(
         self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
     ) -> Tensor:
-        """``(B, C)``: ``p(y | x)`` by Bayes' rule with a uniform class prior."""
-        return torch.softmax(self.class_log_likelihoods(x, generator, shared_noise), dim=1)
+        """``(B, C)``: ``p(y | x)``, the softmax of :meth:`class_scores` (for the likelihood rule,
+        Bayes' rule with a uniform class prior)."""
+        return torch.softmax(self.class_scores(x, generator, shared_noise), dim=1)
+
+    def classify(
+        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> Tensor:
+        """``(B,)``: the predicted classes, ``argmax_c`` of :meth:`class_scores`."""
+        return predictions(self.class_scores(x, generator, shared_noise))
 
     def bits_per_dim(
-        self, x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        shared_noise: bool = False,
+        draws: int = 1,
     ) -> Tensor:
         """``(B,)``: ``−log p(x)`` in bits per data dimension (:func:`flows.measures.bits_per_dim`).
 
         ``x`` is taken as a point of the continuous space; pass dequantised images for the standard
-        estimate on a dataset.
+        estimate on a dataset. ``draws``: the importance-weighted estimate over that many noise
+        draws (:meth:`class_log_likelihoods`).
         """
-        return bits_per_dim(self.log_prob(x, generator, shared_noise), self.num_dims)
+        return bits_per_dim(self.log_prob(x, generator, shared_noise, draws=draws), self.num_dims)
 
     @torch.no_grad()
     def initialise(self, x: Tensor, generator: torch.Generator | None = None) -> None:

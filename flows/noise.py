@@ -48,7 +48,10 @@ class FixedNoise:
             return self._call(x)
         if self.takes_shared_noise:
             return self._call(x, shared_noise=True)
-        return torch.cat([self._call(x[i : i + 1]) for i in range(len(x))])
+        rows = [self._call(x[i : i + 1]) for i in range(len(x))]
+        if isinstance(rows[0], tuple):  # several outputs per call: concatenate each
+            return tuple(torch.cat(parts) for parts in zip(*rows, strict=True))
+        return torch.cat(rows)
 
     def _call(self, x: Tensor, **shared: bool) -> Tensor:
         if self.takes_generator:

@@ -364,7 +364,7 @@ class _Run:
                 self.window["loss"].append(float(loss))
                 bpd = bits_per_dim(log_px, self.model.num_dims).mean()
                 self.window["bits_per_dim"].append(float(bpd))
-                self.window["accuracy"].append(float(accuracy(class_ll, labels)))
+                self.window["accuracy"].append(float(accuracy(output.class_scores, labels)))
             bar.set_postfix(
                 loss=f"{self.window['loss'][-1]:.4f}",
                 bpd=f"{self.window['bits_per_dim'][-1]:.3f}",

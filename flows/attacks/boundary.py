@@ -41,10 +41,28 @@ Initialisation: from given starting points, or from uniform noise in the bounds 
 with the reason). Either way, a binary search on the segment from ``x`` to the starting point
 moves the start onto the boundary first.
 
+Randomised models (``decision_draws = M > 1``). On the deployed threat model every query draws
+fresh noise, and a walk that accepts a candidate whenever one draw calls it adversarial keeps the
+lucky draws: it ends where most draws are not adversarial. With ``M`` draws per decision, every
+query evaluates the points ``M`` times in one batched pass (draw-major, the layout of
+:meth:`ThreatModel.observe(x, draws=M) <flows.attacks.ThreatModel.observe>`) and a point counts as
+adversarial when the criterion holds for more than half of its ``M`` draws: the walk follows the
+boundary of the majority decision, the contour where a fresh draw fools the classifier with
+probability 1/2 (as ``M`` grows). (This is the majority of the criterion's verdicts, not of the labels: for two
+classes, or a target, the same as the adversarial verdict on :meth:`ThreatModel.decision(x,
+draws=M) <flows.attacks.ThreatModel.decision>`'s majority label, except for ties, which do not
+count; with more classes an untargeted point counts only when a fresh draw fools with probability
+above 1/2 — the plurality label may leave it at less.) The walk keeps the candidates whose
+majority held by luck, so its adversarials end *inside* the 1/2 contour: on the tests' linear
+model with Gaussian noise a fresh draw fools at about 0.2 with ``M = 1`` and 0.4 with ``M = 15``.
+A stricter vote, ``decision_quorum`` q > 1/2 (the criterion must hold for more than ``q·M`` of the
+draws), moves the walk to where fresh draws fool more often (about 0.8 with q = 0.9, ``M = 31``).
+
 Usage: ``BoundaryAttack(...)(model, x, criterion, starts=None)``; only the criterion's verdicts on
 ``model.observe`` (evaluated without gradients) are used, so the model may be a
-:class:`~flows.attacks.ThreatModel` or a labels-only :class:`~flows.attacks.DecisionModel`. The
-modified Boundary attack of Section 6.2 is :func:`modified_boundary_attack`.
+:class:`~flows.attacks.ThreatModel` or a labels-only :class:`~flows.attacks.DecisionModel` (whose
+``decision_fn`` may be randomised, for ``decision_draws``). The modified Boundary attack of
+Section 6.2 is :func:`modified_boundary_attack`.
 
 Differences from foolbox 3 ``BoundaryAttack`` (which queries the final candidate of every image at
 every step, converged or not, and the spherical candidate every 10th step, adapting only once
@@ -79,6 +97,7 @@ from flows.attacks.base import (
     flat_l2,
 )
 from flows.attacks.criteria import And, Criterion, NotDetected, TargetedMisclassified
+from flows.attacks.threat_model import repeat_draws
 
 if TYPE_CHECKING:
     from flows.attacks.threat_model import ThreatModel
@@ -100,6 +119,7 @@ class BoundaryAttack(Attack):
         steps: maximum number of steps per example.
         max_queries: per-example budget of model queries, initialisation included (None: only
             ``steps`` limits). The walk never exceeds it; the initialisation is never cut short.
+            A decision costs ``decision_draws`` queries.
         spherical_step: initial relative size of the orthogonal step.
         source_step: initial relative size of the step towards the clean input.
         step_adaptation: factor by which the step sizes are adapted.
@@ -119,6 +139,15 @@ class BoundaryAttack(Attack):
             one is not (never farther from ``x``); ``False``: Brendel et al.'s rule, which moves
             only to adversarial final candidates. ``None`` (default): on, unless the criterion
             involves :class:`NotDetected` (a C+1-way decision; module docstring).
+        decision_draws: ``M``, model evaluations per decision, for randomised models: a point is
+            adversarial when the criterion holds for more than ``M/2`` of its ``M`` draws (one
+            batched pass of ``M`` rows per point; module docstring). Each decision costs ``M``
+            queries. ``1`` (default): one evaluation per decision; on a deterministic model
+            ``M > 1`` only repeats it. An odd ``M`` avoids ties.
+        decision_quorum: ``q`` in ``[0.5, 1)``: with ``decision_draws = M > 1`` a point is
+            adversarial when the criterion holds for more than ``q·M`` of its draws; 0.5
+            (default) is the majority, a larger q demands adversarials that survive fresh draws
+            more often (module docstring). Unused with ``M = 1``.
     """
 
     name: ClassVar[str] = "boundary"
@@ -135,6 +164,8 @@ class BoundaryAttack(Attack):
     seed: int = 0
     proposal_scale: int = 1
     spherical_moves: bool | None = None
+    decision_draws: int = 1
+    decision_quorum: float = 0.5
 
     def __post_init__(self):
         if self.proposal_scale < 1:
@@ -148,6 +179,11 @@ class BoundaryAttack(Attack):
             raise ValueError("steps, init_binary_steps >= 0; init_attempts, adapt_every >= 1")
         if self.spherical_step <= 0 or self.source_step <= 0 or self.step_adaptation <= 1:
             raise ValueError("step sizes must be > 0 and step_adaptation > 1")
+        draws = self.decision_draws
+        if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+            raise ValueError(f"decision_draws: must be an integer >= 1, got {draws!r}")
+        if not 0.5 <= self.decision_quorum < 1:
+            raise ValueError(f"decision_quorum: must lie in [0.5, 1), got {self.decision_quorum!r}")
 
     def __call__(
         self,
@@ -205,12 +241,22 @@ class BoundaryAttack(Attack):
             indices = torch.arange(b)
         gens = [example_generator(self.seed, int(i), x.device) for i in indices.tolist()]
         queries = torch.zeros(b, dtype=torch.int64, device=x.device)
+        draws = self.decision_draws
 
         def is_adv_rows(points: Tensor, rows: Tensor) -> Tensor:
-            """Query the model at ``points``, which stand for examples ``rows``."""
-            queries[rows] += 1
+            """Query the model at ``points``, which stand for examples ``rows``; with
+            ``decision_draws = M > 1``, whether the criterion holds for more than
+            ``decision_quorum · M`` of ``M`` draws."""
+            queries[rows] += draws
             with torch.no_grad():
-                verdict = criterion.select(rows).is_adversarial(model.observe(points))
+                if draws == 1:
+                    verdict = criterion.select(rows).is_adversarial(model.observe(points))
+                else:
+                    obs = model.observe(repeat_draws(points, draws))
+                    held = criterion.select(rows.repeat(draws)).is_adversarial(obs)
+                    assert held.shape == (draws * len(rows),), f"criterion gave {held.shape}"
+                    votes = held.reshape(draws, len(rows)).sum(0)
+                    verdict = votes > self.decision_quorum * draws
             assert verdict.shape == (len(rows),), f"criterion gave {tuple(verdict.shape)}"
             return verdict
 
@@ -296,8 +342,8 @@ class BoundaryAttack(Attack):
         noise = _NoiseBank(gens, x.shape[1:], x.dtype, x.device, scale=self.proposal_scale)
         for step in range(self.steps):
             active = running & (src >= self.source_step_convergence)
-            if self.max_queries is not None:
-                active &= queries < self.max_queries
+            if self.max_queries is not None:  # room for one more decision
+                active &= queries + self.decision_draws <= self.max_queries
             rows = all_rows[active]
             if not len(rows):
                 break
@@ -322,7 +368,7 @@ class BoundaryAttack(Attack):
             sph_trials[rows] += 1
             sph_hits[rows] += sph_ok.long()
             if self.max_queries is not None:
-                sph_ok &= queries[rows] < self.max_queries
+                sph_ok &= queries[rows] + self.decision_draws <= self.max_queries
             rows2 = rows[sph_ok]
             if len(rows2):
                 cand2 = candidate[sph_ok]
@@ -421,9 +467,11 @@ def select_starting_points(
     targets: Tensor,
     seed: int,
     batch_size: int = 256,
+    draws: int = 1,
 ) -> Tensor:
     """For each target, a random pool image of that class whose C+1-way decision
-    (:meth:`ThreatModel.decision <flows.attacks.ThreatModel.decision>`) is that class.
+    (:meth:`ThreatModel.decision <flows.attacks.ThreatModel.decision>`, the majority over
+    ``draws`` evaluations on a randomised model) is that class.
 
     That is "a randomly chosen image from the target class, ensuring the original image is
     detected as a real image from the desired class" (Section 6.2). Example ``i`` draws from
@@ -433,7 +481,9 @@ def select_starting_points(
         ValueError: when no pool image of some target class is correctly classified and accepted.
     """
     with torch.no_grad():
-        decided = torch.cat([model.decision(pool_x[s]) for s in batches(len(pool_x), batch_size)])
+        decided = torch.cat(
+            [model.decision(pool_x[s], draws=draws) for s in batches(len(pool_x), batch_size)]
+        )
     usable = decided == pool_y
     starts = []
     for i, t in enumerate(targets.tolist()):
@@ -467,7 +517,8 @@ def modified_boundary_attack(
     unless ``targets`` are given), started from a random correctly classified and undetected pool
     image of the target class (:func:`select_starting_points`, ``attack.seed``), with the
     criterion ``TargetedMisclassified(targets, y) & NotDetected(model.detector)``. The result
-    carries the targets used (``result.targets``).
+    carries the targets used (``result.targets``). On a randomised model, the attack's
+    ``decision_draws`` also make the starting points' decisions majorities over that many draws.
 
     Raises:
         ValueError: for a model without a detector; as :meth:`BoundaryAttack.__call__` for ``x``;
@@ -485,6 +536,7 @@ def modified_boundary_attack(
     y = y.long()
     if targets is None:
         targets = random_targets(y, num_classes, attack.seed)
-    starts = select_starting_points(model, pool_x, pool_y, targets, attack.seed)
+    draws = attack.decision_draws
+    starts = select_starting_points(model, pool_x, pool_y, targets, attack.seed, draws=draws)
     criterion = TargetedMisclassified(targets, y) & NotDetected(model.detector)
     return attack(model, x, criterion, starts=starts, batch_size=batch_size, progress=progress)

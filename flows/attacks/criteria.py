@@ -40,6 +40,7 @@ __all__ = [
     "NotDetected",
     "And",
     "log_posterior_margin",
+    "fooled_and_undetected",
 ]
 
 
@@ -288,3 +289,15 @@ class NotDetected(Criterion):
 
     def __repr__(self) -> str:
         return f"NotDetected({self.detector!r})"
+
+
+def fooled_and_undetected(
+    y: Tensor, targets: Tensor | None = None, detector: LikelihoodDetector | None = None
+) -> Criterion:
+    """``Misclassified(y)`` (or ``TargetedMisclassified(targets, y)``), ``& NotDetected(detector)``
+    when there is a detector: what the detection-aware attacks of Section 6.2 aim for."""
+    y = y.long()
+    criterion: Criterion = (
+        Misclassified(y) if targets is None else TargetedMisclassified(targets, y)
+    )
+    return criterion if detector is None else criterion & NotDetected(detector)

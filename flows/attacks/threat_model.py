@@ -65,6 +65,11 @@ class ThreatModel:
             (:func:`flows.measures.bits_per_dim`), as for flows models under the same fixed
             noise: :meth:`observe` and :meth:`decision` then compute bits/dim from the class
             scores (one encoding per query). Needs a detector. Keyword only.
+        scores_and_bits_fn: ``(B, ...) -> ((B, C), (B,))``: the class scores and bits/dim of one
+            model evaluation, for a model whose classifier is not Bayes' rule on its likelihood
+            (the Split prior's ``z_s`` logits, :meth:`flows.ConditionalGlow.class_scores`):
+            :meth:`observe` and :meth:`decision` then use it (one encoding per query). Needs a
+            detector. Keyword only.
         randomised: the *deployed* threat model: every call of ``logits_fn`` /
             ``bits_per_dim_fn`` draws fresh noise, independently for every row of the batch
             (:func:`flows_threat_model` with ``noise="fresh"``). An attack on it averages over
@@ -89,11 +94,16 @@ class ThreatModel:
     num_classes: int
     bits_from_class_scores: bool = False
     randomised: bool = False
+    scores_and_bits_fn: Callable[[Tensor], tuple[Tensor, Tensor]] | None = None
 
     def __post_init__(self):
         if (self.bits_per_dim_fn is None) != (self.detector is None):
             raise ValueError("bits_per_dim_fn and detector must be given together")
         _check_num_classes(self.num_classes)
+        if self.scores_and_bits_fn is not None and self.detector is None:
+            raise ValueError(
+                "scores_and_bits_fn needs a detector (it gives the detector's bits/dim)"
+            )
         if self.bits_from_class_scores and self.detector is None:
             raise ValueError(
                 "bits_from_class_scores needs a detector (its num_dims is the D of bits/dim)"
@@ -115,6 +125,9 @@ class ThreatModel:
         _check_draws(draws)
         if draws > 1:
             x = repeat_draws(x, draws)
+        if with_detector and self.scores_and_bits_fn is not None:
+            logits, bpd = self._scores_and_bits(x)
+            return Observation(logits=logits, bits_per_dim=bpd)
         logits = self._scores(x)
         bpd = None
         if with_detector and self.bits_per_dim_fn is not None:
@@ -152,10 +165,14 @@ class ThreatModel:
         _check_draws(draws)
         with torch.no_grad():
             inputs = repeat_draws(x, draws) if draws > 1 else x
-            logits = self._scores(inputs)
+            if self.scores_and_bits_fn is not None:
+                logits, bpd = self._scores_and_bits(inputs)
+            else:
+                logits = self._scores(inputs)
+                bpd = None if self.detector is None else self._bits_per_dim(inputs, logits)
             labels = predictions(logits)
-            if self.detector is not None:
-                detected = self.detector.detected(self._bits_per_dim(inputs, logits))
+            if bpd is not None:
+                detected = self.detector.detected(bpd)
                 labels = torch.where(detected, self.num_classes, labels)
         return majority_over_draws(labels, draws) if draws > 1 else labels
 
@@ -165,9 +182,18 @@ class ThreatModel:
         """A copy with another (or no) detector; ``with_detector(None)`` is the classifier alone,
         the model the plain (not detection-aware) attacks face."""
         if detector is None:
-            return replace(self, detector=None, bits_per_dim_fn=None, bits_from_class_scores=False)
+            return replace(
+                self,
+                detector=None,
+                bits_per_dim_fn=None,
+                bits_from_class_scores=False,
+                scores_and_bits_fn=None,
+            )
         fn = self.bits_per_dim_fn if bits_per_dim_fn is None else bits_per_dim_fn
-        return replace(self, detector=detector, bits_per_dim_fn=fn)
+        joint = self.scores_and_bits_fn if bits_per_dim_fn is None else None
+        if self.detector is None:
+            joint = None
+        return replace(self, detector=detector, bits_per_dim_fn=fn, scores_and_bits_fn=joint)
 
     def _scores(self, x: Tensor) -> Tensor:
         logits = self.logits_fn(x)
@@ -177,6 +203,19 @@ class ThreatModel:
                 f"num_classes = {self.num_classes}), got {tuple(logits.shape)}"
             )
         return logits
+
+    def _scores_and_bits(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logits, bpd = self.scores_and_bits_fn(x)
+        if logits.dim() != 2 or logits.shape != (len(x), self.num_classes):
+            raise ValueError(
+                f"scores_and_bits_fn: must return class scores ({len(x)}, {self.num_classes}), "
+                f"got {tuple(logits.shape)}"
+            )
+        if bpd.shape != (len(x),):
+            raise ValueError(
+                f"scores_and_bits_fn: must return bits/dim ({len(x)},), got {tuple(bpd.shape)}"
+            )
+        return logits, bpd
 
     def _bits_per_dim(self, x: Tensor, logits: Tensor) -> Tensor:
         """Bits/dim of ``x`` whose class scores are ``logits``: from them with
@@ -287,16 +326,21 @@ def flows_threat_model(
     ``noise`` chooses the threat model: ``"fixed"`` (default; the attacker knows the noise draw,
     which :class:`~flows.noise.FixedNoise` fixes by ``noise_seed``) or ``"fresh"`` (deployed:
     every query draws fresh noise per row, :class:`~flows.noise.FreshNoise` seeded once by
-    ``noise_seed``; the result has ``randomised=True``, and attacks average over draws). The
-    classifier is
-    argmax_c log p(x|y=c), i.e. argmax p(y|x) under a uniform prior.
+    ``noise_seed``; the result has ``randomised=True``, and attacks average over draws).
+
+    The classifier is the model's own rule: its ``class_scores(x)`` when it has one
+    (:meth:`flows.ConditionalGlow.class_scores`: the ``z_s`` logits for the Split prior), else
+    argmax_c log p(x|y=c), i.e. argmax p(y|x) under a uniform prior. The detector always uses
+    the full likelihood.
 
     ``bits_from_class_scores=True`` (for models whose ``bits_per_dim`` is
     :func:`flows.measures.bits_per_dim` of :func:`flows.measures.marginal_log_prob` of the class
     log-likelihoods with ``D = model.num_dims``, as :class:`flows.ConditionalGlow`'s) makes each
     query encode the input once (:class:`ThreatModel`); it needs the detector's ``num_dims`` to be
     ``model.num_dims``. ``bits_per_dim_fn`` is kept for :meth:`ThreatModel.bits_per_dim`. Without
-    a detector there are no bits/dim and the switch has no effect.
+    a detector there are no bits/dim and the switch has no effect. A model with
+    ``class_scores_and_log_likelihoods(x)`` gets the one encoding through
+    ``scores_and_bits_fn`` (its class scores need not be the log-likelihoods).
     """
     for name in ("class_log_likelihoods",) + (("bits_per_dim",) if detector else ()):
         if not callable(getattr(model, name, None)):
@@ -332,8 +376,22 @@ def flows_threat_model(
             return FreshNoise(fn, noise_seed)
         return FixedNoise(fn, noise_seed, batch_invariant)
 
+    scores_fn = getattr(model, "class_scores", None)
+    joint = getattr(model, "class_scores_and_log_likelihoods", None)
+    scores_and_bits_fn = None
+    if one_encoding and callable(joint):
+        num_dims = model.num_dims
+
+        def scores_and_bits(
+            x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+        ) -> tuple[Tensor, Tensor]:
+            scores, class_ll = joint(x, generator, shared_noise)
+            return scores, bits_per_dim(marginal_log_prob(class_ll), num_dims)
+
+        scores_and_bits_fn = fixed(scores_and_bits)
+        one_encoding = False
     return ThreatModel(
-        logits_fn=fixed(model.class_log_likelihoods),
+        logits_fn=fixed(scores_fn if callable(scores_fn) else model.class_log_likelihoods),
         bits_per_dim_fn=fixed(model.bits_per_dim) if detector is not None else None,
         detector=detector,
         bounds=bounds,
@@ -341,4 +399,5 @@ def flows_threat_model(
         num_classes=num_classes,
         bits_from_class_scores=one_encoding,
         randomised=randomised,
+        scores_and_bits_fn=scores_and_bits_fn,
     )

@@ -51,6 +51,12 @@ def build_parser() -> arguments.ArgumentParser:
         default=None,
         help="JSON path (default RUN_DIR/evaluation.json; required for committed runs)",
     )
+    parser.add_argument(
+        "--likelihood-draws",
+        type=arguments.positive_int,
+        default=1,
+        help="also the importance-weighted bits/dim over S noise draws (S > 1; S× the time)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -91,7 +97,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.limit is not None:
         data = fixed_subset(data, args.limit)
     results = evaluate_model(
-        model, data, args.batch_size, args.seed, args.device, progress=not args.no_progress
+        model,
+        data,
+        args.batch_size,
+        args.seed,
+        args.device,
+        progress=not args.no_progress,
+        likelihood_draws=args.likelihood_draws,
     )
     report = {
         "config": {

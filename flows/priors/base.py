@@ -15,7 +15,15 @@ class ClassPrior(nn.Module, ABC):
     encoding serves all classes; ``log_prob(z, y)`` returns the ``(B,)`` values for given labels.
     ``sample(y)`` draws latents. ``logits(z)`` are the scores the classification term of the
     training objective uses (by default the class log-densities themselves).
+
+    ``classifies_by_logits`` is the model's classification rule: False (default), Bayes' rule on
+    the class densities, ``argmax_c log p(z | c)`` (equivalently ``argmax_c log p(x | c)``: the
+    flow's log-determinant does not depend on the class); True, ``argmax_c logits(z)_c``
+    (:class:`~flows.priors.SplitPrior`, whose logits are a part of the density only).
     """
+
+    #: the classification rule: True, argmax of :meth:`logits`; False, argmax of the densities.
+    classifies_by_logits: bool = False
 
     def __init__(self, dim: int, num_classes: int) -> None:
         super().__init__()

@@ -36,6 +36,11 @@ class LabelSmoothed(ClassPrior):
     def logits(self, z: Tensor) -> Tensor:
         return self.prior.logits(z)
 
+    @property
+    def classifies_by_logits(self) -> bool:  # type: ignore[override]
+        """The wrapped prior's classification rule."""
+        return self.prior.classifies_by_logits
+
     def _class_log_probs(self, z: Tensor) -> Tensor:
         cluster = self.prior.log_prob(z)
         return torch.logsumexp(cluster[:, None, :] + self._log_mixing(z), dim=-1)

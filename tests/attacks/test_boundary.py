@@ -286,3 +286,80 @@ def test_spherical_moves_default_follows_the_criterion(two_gaussian, class0_poin
     assert torch.equal(runs[None, False], runs[True, False])
     assert torch.equal(runs[None, True], runs[False, True])
     assert not torch.equal(runs[True, False], runs[False, False])
+
+
+# --- decision_draws: majority decisions on randomised models ------------------------------------
+
+
+def test_decision_draws_on_a_deterministic_model_only_repeat_the_queries(
+    two_gaussian, class0_points
+):
+    """With equal draws every vote is unanimous: the same walk, M× the queries, on a ThreatModel
+    and on a labels-only DecisionModel."""
+    x, y = class0_points
+    tm = ThreatModel(two_gaussian.class_log_likelihoods, num_classes=2)
+    for model in (tm, classify(two_gaussian)):
+        one = BoundaryAttack(steps=100, seed=1)(model, x, Misclassified(y))
+        three = BoundaryAttack(steps=100, seed=1, decision_draws=3)(model, x, Misclassified(y))
+        assert torch.equal(three.adversarial, one.adversarial)
+        assert torch.equal(three.queries, 3 * one.queries)
+
+
+def test_decision_draws_are_one_batched_call_and_a_strict_vote():
+    """A labels-only model whose decisions are given per row: each query is one call of M·n
+    rows (draw-major), and a point is adversarial only when more than quorum·M rows are."""
+    calls = []
+    votes = {"for": 2}  # rows k < votes["for"] of each example's M rows say "adversarial"
+
+    def decision_fn(z):
+        calls.append(len(z))
+        draw = torch.arange(len(z)) // (len(z) // 4)  # 4 draws: row k·n + i is draw k
+        return (draw < votes["for"]).long()
+
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    y = torch.zeros(2, dtype=torch.long)
+    attack = BoundaryAttack(steps=0, init_binary_steps=0, decision_draws=4)
+    # a tie is not a majority: the clean inputs, then the starting points are queried
+    for votes["for"], adversarial, queried in ((2, False, 2), (3, True, 1)):
+        calls.clear()
+        result = attack(decide(decision_fn), x, Misclassified(y), starts=x)
+        assert calls == [4 * 2] * queried  # both examples at once, 4 draws each
+        assert result.success.tolist() == [adversarial] * 2
+        assert (result.queries == 4 * queried).all()
+    strict = BoundaryAttack(steps=0, decision_draws=4, decision_quorum=0.75)
+    votes["for"] = 3  # 3 of 4 is not more than 0.75·4
+    assert not strict(decide(decision_fn), x, Misclassified(y), starts=x).success.any()
+
+
+def test_decision_draws_never_exceed_the_query_budget(two_gaussian, class0_points):
+    x, y = class0_points
+    budget = 301  # not a multiple of M = 3: the last decision must not be started
+    attack = BoundaryAttack(max_queries=budget, seed=1, decision_draws=3)
+    result = attack(classify(two_gaussian), x, Misclassified(y))
+    assert result.success.all()
+    assert (result.queries <= budget).all() and (result.queries > budget - 2 * 3).all()
+
+
+def test_modified_boundary_attack_with_decision_draws(two_gaussian):
+    """The starting points and the walk use M draws; on a deterministic model the same result."""
+    m = two_gaussian
+    tm, _ = c_plus_1(m)
+    x, y = m.on_axis(torch.tensor([-0.3, -0.2])), torch.zeros(2, dtype=torch.long)
+    pool_s = torch.linspace(-0.4, 0.4, 9)
+    pool_x, pool_y = m.on_axis(pool_s), (pool_s > 0).long()
+    one = modified_boundary_attack(BoundaryAttack(steps=100), tm, x, y, pool_x, pool_y)
+    three = modified_boundary_attack(
+        BoundaryAttack(steps=100, decision_draws=3), tm, x, y, pool_x, pool_y
+    )
+    assert one.success.all()
+    assert torch.equal(three.adversarial, one.adversarial)
+    assert torch.equal(three.queries, 3 * one.queries)
+
+
+def test_decision_draws_validation():
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="decision_draws: must be an integer >= 1"):
+            BoundaryAttack(decision_draws=bad)
+    for bad in (0.4, 1.0):
+        with pytest.raises(ValueError, match=r"decision_quorum: must lie in \[0.5, 1\)"):
+            BoundaryAttack(decision_quorum=bad)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import flows
 import flows.attacks
 from flows.attacks import (
     AttackResult,
@@ -331,3 +332,27 @@ def test_flows_threat_model_fresh_noise_is_the_deployed_model():
     assert not torch.equal(fresh.observe(x).logits, fresh.observe(x).logits)
     with pytest.raises(ValueError, match="noise"):
         flows_threat_model(model, noise="frozen")
+
+
+def test_flows_threat_model_classifies_a_split_model_by_its_z_s_logits_in_one_encoding():
+    """The Split model's threat model: classifier = its class_scores (z_s logits), detector = the
+    full likelihood's bits/dim, both from one encoding (scores_and_bits_fn)."""
+    torch.manual_seed(0)
+    model = flows.build_model("tiny", "split", num_classes=4)
+    with torch.no_grad():
+        model.prior.class_offsets.normal_(0.0, 0.5)
+    model.initialise(torch.rand(8, *model.config.data_shape) - 0.5)
+    model.eval()
+    x = torch.rand(6, *model.config.data_shape) - 0.5
+    det = LikelihoodDetector(threshold=8.0, num_dims=model.num_dims)
+    tm = flows_threat_model(model, det, noise_seed=2, bits_from_class_scores=True)
+    assert tm.scores_and_bits_fn is not None and not tm.bits_from_class_scores
+    expected_scores = model.class_scores(x, torch.Generator().manual_seed(2), shared_noise=True)
+    expected_bpd = model.bits_per_dim(x, torch.Generator().manual_seed(2), shared_noise=True)
+    obs = tm.observe(x)
+    assert torch.allclose(obs.logits, expected_scores, rtol=1e-5)
+    assert torch.allclose(obs.bits_per_dim, expected_bpd, rtol=1e-5)
+    assert torch.equal(tm.classify(x), expected_scores.argmax(1))
+    two = flows_threat_model(model, det, noise_seed=2)
+    assert torch.equal(tm.decision(x), two.decision(x))
+    assert tm.with_detector(None).scores_and_bits_fn is None

@@ -78,6 +78,11 @@ def test_agreement_rules():
     far = {**subset, "bits_per_dim": 2.06}
     assert table1._agreement(far, logged, full=False)["agrees"] is False
     assert table1._agreement(same, None, full=True)["agrees"] is None
+    # a Split run logged before the rule was recorded: its accuracy was Bayes' rule on p(x | y)
+    split = {**same, "accuracy": 0.985, "accuracy_likelihood_rule": 0.9003}
+    assert table1._agreement(split, logged, full=True)["agrees"] is True
+    recorded = {**logged, "classification_rule": "logits"}
+    assert table1._agreement(split, recorded, full=True)["agrees"] is False
 
 
 # -- Table 2 ---------------------------------------------------------------------------------------
