@@ -4,12 +4,16 @@
   classes, evaluated along the path (Figures 1 and 3);
 - :mod:`~flows.analysis.outliers`: NLL given the true vs the most likely wrong class, and the logit
   margin bound (Figure 4);
-- :mod:`~flows.analysis.likelihood_terms`: the data and class terms of the joint NLL (eq. 5).
+- :mod:`~flows.analysis.likelihood_terms`: the data and class terms of the joint NLL (eq. 5);
+- :mod:`~flows.analysis.detection_path`: bits/dim and the class margin along the straight path
+  to an adversarial, and whether the detector fires by the time the class flips (Section 6.2's
+  "CW-L2 is easily detectable").
 
 Every function takes a model with ``class_log_likelihoods(x, generator=..., shared_noise=...)`` and
 ``num_dims`` (a :class:`flows.ConditionalGlow`), or the ``(N, C)`` class log-likelihoods it returns.
 """
 
+from flows.analysis.detection_path import DetectionPath, detection_along_paths
 from flows.analysis.interpolation import (
     PathStatistics,
     alpha_grid,
@@ -38,6 +42,8 @@ from flows.analysis.outliers import (
 )
 
 __all__ = [
+    "DetectionPath",
+    "detection_along_paths",
     "LikelihoodTerms",
     "PathStatistics",
     "WrongClassNLL",
