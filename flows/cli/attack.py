@@ -1,14 +1,26 @@
-"""Attack a trained run: CW-L2 or Boundary, plain or detection-aware (Section 6.2) → JSON.
+"""Attack a trained run under the fixed or the deployed threat model and verify it → JSON.
 
-``python -m flows.attack RUN_DIR --attack {cw,cw-det,boundary,boundary-det} --n 100 --eps E
---data-root DIR`` loads the run with :func:`flows.load`, attacks the first ``n`` correctly
-classified test images of a fixed random order, re-verifies every adversarial under the attack's
-noise seed and under a fresh one, and writes ``<attack>.json`` (resolved config, detector threshold
-and its recall on real test images, Table 2 statistics under both noises, per-example records) and
-``<attack>_examples.png`` (clean / adversarial / difference with labels, bits/dim and verdicts).
-The options are :class:`flows.attacks.experiment.AttackConfig`'s fields (``--help`` lists them
-with their defaults and ranges); the experiment is :func:`flows.attacks.experiment.run_experiment`
-(the detector rule and the test order are explained there).
+Section 6.2 and Table 2, with the adaptive evaluation of issue 19.
+
+``python -m flows.attack RUN_DIR --attack ATTACK --threat-model {fixed,deployed} --eot K
+--verify-draws N --eps E --n 100 --data-root DIR`` loads the run with :func:`flows.load`, attacks
+the first ``n`` correctly classified test images of a fixed random order with ``ATTACK`` (``cw``,
+``cw-det``, ``apgd``, ``apgd-det``, ``boundary``, ``boundary-det``, ``match``, ``segment``, or
+``ensemble``: the worst case of the detection-aware ones), re-verifies every adversarial (over
+``N`` fresh draws of the deployed model; also under the attack's noise and one fresh fixed draw
+for ``fixed``; and rounded to 8-bit images), and writes ``<attack>.json`` (resolved config,
+detector, Table 2 statistics with Wilson intervals from verified adversarials only, per-example
+records, the randomness audit, and with ``--sanity`` the sanity checks with a pass/fail flag each)
+and ``<attack>_examples.png`` (clean / adversarial / difference with labels and verdicts). The
+options are :class:`flows.attacks.experiment.AttackConfig`'s fields (``--help`` lists them with
+their defaults and ranges); the experiment, its rules and its report are
+:func:`flows.attacks.experiment.run_experiment`'s.
+
+Resuming. The attack runs batch by batch (``--batch-size``); each finished batch is saved in
+``<output stem>.partial/`` beside the JSON. A killed run started again with the same options
+continues after its last finished batch (the report is the same as an uninterrupted run's); with
+other options it stops with a one-line error naming the option, unless ``--restart`` discards the
+cache. The cache is removed once the JSON is written.
 
 Output. By default beside the run, ``RUN_DIR/attacks/<attack>.json``, unless the run lies inside
 the package's committed ``artifacts/`` folder: nothing is written into the repository, so such
@@ -17,7 +29,8 @@ runs need ``--output FILE.json``.
 Data. The test set is read from ``--data-root``, else ``$CGM_DATA_ROOT``, else the ``data_root``
 recorded in ``RUN_DIR/config.json`` (:func:`flows.arguments.resolve_data_root`).
 ``--stored-order`` takes the test images in their stored order instead of the fixed random order
-of ``--order-seed``.
+of ``--order-seed``. ``--threads`` sets torch's intra-op threads (1 is fastest on a busy 2-core
+CPU).
 """
 
 from __future__ import annotations
@@ -25,7 +38,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -69,8 +84,10 @@ def build_parser() -> arguments.ArgumentParser:
         "--attack",
         choices=ATTACKS,
         required=True,
-        help="cw, cw-det (with the detector loss), boundary, or boundary-det (the modified "
-        "Boundary attack on the C+1-way decision)",
+        help="cw / apgd / boundary (the classifier alone), cw-det / apgd-det (with the "
+        "detector), boundary-det (the modified Boundary attack on the C+1-way decision), match "
+        "(likelihood matching), segment (the segment bound), or ensemble (the worst case of "
+        "cw-det, apgd-det, boundary-det, match and segment)",
     )
     arguments.add_options(parser, AttackConfig, skip=_DETECTOR + _ORDER)
     detector = parser.add_mutually_exclusive_group()
@@ -91,6 +108,18 @@ def build_parser() -> arguments.ArgumentParser:
         "data_root recorded in RUN_DIR/config.json)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument(
+        "--threads",
+        type=arguments.positive_int,
+        default=None,
+        help="torch intra-op threads (default: torch's; 1 is fastest on a busy 2-core CPU)",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        default=False,
+        help="discard the cache of finished batches (<output stem>.partial/) and start afresh",
+    )
     parser.add_argument(
         "--output",
         type=Path,
@@ -131,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     given = vars(parser.parse_args(argv))
     run_dir, data_root_arg = given.pop("run_dir"), given.pop("data_root")
     device_name, output_arg = given.pop("device"), given.pop("output")
-    stored_order = given.pop("stored_order")
+    stored_order, restart, threads = (given.pop(k) for k in ("stored_order", "restart", "threads"))
     saved = _run_config(run_dir, parser)
     train_config = saved.get("train", {})
     data_name = given.get("dataset") or train_config.get("dataset")
@@ -201,12 +230,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"{run_dir} takes {tuple(shape)}: wrong --dataset?",
         )
     test_x, test_y = test_x.to(device), test_y.to(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    cache = experiment.cache_folder(output)
+    started = time.perf_counter()
     try:
         report, result, x = experiment.run_experiment(
-            model, test_x, test_y, config, paper_name, warn=_print_warning
+            model,
+            test_x,
+            test_y,
+            config,
+            paper_name,
+            warn=_print_warning,
+            cache=cache,
+            restart=restart,
         )
     except ExperimentError as error:
         arguments.fail(PROG, _one_line(error))
+    seconds = time.perf_counter() - started
     report["config"]["run_dir"] = str(run_dir)
     report["data"] = {
         "dataset": data_name,
@@ -217,9 +258,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     report["example_images"] = None if image is None else str(image)
     output.write_text(json.dumps(report, indent=2))
-    summary = {k: report[k]["table2"] for k in ("attack_noise", "fresh_noise")}
-    print(json.dumps({"detector": report["detector"], **summary, "output": str(output)}, indent=2))
+    shutil.rmtree(cache, ignore_errors=True)
+    print(json.dumps(_summary(report, output, seconds), indent=2))
     return report
+
+
+def _summary(report: dict, output: Path, seconds: float) -> dict:
+    """What the CLI prints: the detector, the Table 2 statistics of every verification (without
+    per-example records), the sanity verdict, the wall time and the output path."""
+    sections = ("attack_noise", "fresh_noise", "deployed")
+    table2 = {k: report[k]["table2"] for k in sections if report[k] is not None}
+    rounded = {k: report["rounded_8bit"][k]["table2"] for k in sections if report[k] is not None}
+    sanity = report["sanity"]
+    return {
+        "detector": report["detector"],
+        "threat_model": report["threat_model"],
+        **table2,
+        "rounded_8bit": rounded,
+        "sanity_passed": None if sanity is None else sanity["passed"],
+        "seconds": seconds,
+        "output": str(output),
+    }
 
 
 def _print_warning(line: str) -> None:

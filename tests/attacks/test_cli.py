@@ -108,6 +108,79 @@ def test_main_writes_json_and_images(fake, tmp_path, monkeypatch):
     assert (tmp_path / "attacks" / "boundary_examples.png").stat().st_size > 0
 
 
+def test_a_killed_cli_run_continues_from_its_last_finished_batch(
+    fake, tmp_path, monkeypatch, capsys
+):
+    """Batch by batch into OUTPUT's ``.partial`` cache: a run killed in batch 1 continues there
+    with the same options (same report as an uninterrupted run), is refused with other options
+    (one line naming the option and --restart), and ``--restart`` discards the cache, which is
+    removed once the JSON is written."""
+    model, x, y = fake
+    output = tmp_path / "out" / "cw-det.json"
+    argv = _cli_on_fake(
+        monkeypatch, model, x, y, tmp_path, "cw-det", "--threat-model", "deployed", "--eot", "2",
+        "--verify-draws", "8", "--batch-size", "1", "--example-images", "0",
+        "--binary-search-steps", "2", "--cw-steps", "20",
+    )  # fmt: skip
+    whole = cli.main([*argv, "--output", str(tmp_path / "whole.json")])
+    assert not (tmp_path / "whole.partial").exists()
+    original = experiment._attack_batch
+
+    def killed(setup, names, index, part, prepared):
+        if index == 1:
+            raise KeyboardInterrupt
+        return original(setup, names, index, part, prepared)
+
+    monkeypatch.setattr(experiment, "_attack_batch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*argv, "--output", str(output)])
+    cache = tmp_path / "out" / "cw-det.partial"
+    assert (cache / "batch_00000.pt").is_file() and not output.exists()
+    monkeypatch.setattr(experiment, "_attack_batch", original)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--output", str(output), "--cw-steps", "21"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"{cli.PROG}: error: --cw-steps: the cache ") and "--restart" in error
+    resumed = cli.main([*argv, "--output", str(output)])
+    assert not cache.exists() and output.is_file()
+    for key in whole:
+        if key != "example_images":
+            assert resumed[key] == whole[key], key
+    monkeypatch.setattr(experiment, "_attack_batch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main([*argv, "--output", str(output)])
+    monkeypatch.setattr(experiment, "_attack_batch", original)
+    other = cli.main([*argv, "--output", str(output), "--cw-steps", "21", "--restart"])
+    assert other["config"]["cw_steps"] == 21 and not cache.exists()
+
+
+def test_cli_ensemble_under_the_deployed_threat_model(fake, tmp_path, monkeypatch, capsys):
+    """The whole pipeline through the CLI: JSON with every section, the sanity flags and the
+    audit, the examples PNG, and a one-object summary on stdout."""
+    model, x, y = fake
+    argv = _cli_on_fake(
+        monkeypatch, model, x, y, tmp_path, "ensemble", "--threat-model", "deployed", "--eot",
+        "2", "--decision-draws", "3", "--verify-draws", "8", "--binary-search-steps", "2",
+        "--cw-steps", "20", "--apgd-steps", "10", "--match-steps", "20", "--max-queries", "150",
+        "--pool-size", "20", "--sanity", "--sanity-n", "2", "--threads", "1",
+    )  # fmt: skip
+    report = cli.main(argv)
+    saved = json.loads((tmp_path / "attacks" / "ensemble.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["attack_noise"] is None and saved["fresh_noise"] is None
+    assert saved["deployed"]["draws"] == 8 and saved["config"]["eot"] == 2
+    assert set(saved["sanity"]["attacks"]) == {"cw-det", "apgd-det", "match"}
+    for entry in saved["sanity"]["attacks"].values():
+        assert len(entry["flags"]) == 5
+    assert (tmp_path / "attacks" / "ensemble_examples.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["deployed"] == saved["deployed"]["table2"]
+    assert summary["sanity_passed"] == saved["sanity"]["passed"]
+    assert summary["output"] == str(tmp_path / "attacks" / "ensemble.json")
+
+
 def test_images_are_taken_in_a_fixed_random_order(fake, tmp_path, monkeypatch):
     """A test set stored class by class (like the CIFAR-10 ImageFolder copy): the default order is
     the seeded permutation, so the attacked images are not all of the first class; the stored order
@@ -243,20 +316,28 @@ def test_lazy_classification_with_too_few_correct_images(mislabelled):
         run_experiment(model, x, y, config, progress=False)
 
 
-def test_boundary_det_pool_is_the_first_images_not_attacked(mislabelled, monkeypatch):
-    """The modified Boundary attack's pool: the first pool_size images of the order that are not
-    attacked (misclassified ones included), as before the lazy classification."""
+@pytest.mark.parametrize(
+    ("attack", "helper"),
+    [("boundary-det", "select_starting_points"), ("segment", "select_other_class_images")],
+)
+def test_the_pool_is_the_first_images_not_attacked(mislabelled, monkeypatch, attack, helper):
+    """The pool of boundary-det's starting points and of segment's / match's end images: the
+    first pool_size images of the order that are not attacked (misclassified ones included), as
+    before the lazy classification."""
     model, x, y = mislabelled
     order, expected = full_pass_positions(model, x, y, 4)
     captured = {}
+    original = getattr(experiment, helper)
 
-    def spy(attack, model_, x_, y_, pool_x, pool_y, **kwargs):
-        captured["pool_x"], captured["pool_y"] = pool_x, pool_y
-        return modified(attack, model_, x_, y_, pool_x, pool_y, **kwargs)
+    def spy(*args, **kwargs):
+        names = ("model", "x", "y", "pool_x", "pool_y") if helper.endswith("images") else (
+            "model", "pool_x", "pool_y"
+        )  # fmt: skip
+        captured.update(zip(names, args, strict=False))
+        return original(*args, **kwargs)
 
-    modified = experiment.modified_boundary_attack
-    monkeypatch.setattr(experiment, "modified_boundary_attack", spy)
-    config = AttackConfig(attack="boundary-det", **{**FAST, "pool_size": 15, "max_queries": 50})
+    monkeypatch.setattr(experiment, helper, spy)
+    config = AttackConfig(attack=attack, **{**FAST, "pool_size": 15, "max_queries": 50})
     run_experiment(model, x, y, config, progress=False)
     keep = [p for p in range(30) if p not in expected.tolist()][:15]
     assert torch.equal(captured["pool_x"], x[order][keep])
@@ -520,4 +601,6 @@ def test_every_config_field_is_an_option_and_only_given_ones_reach_the_config(tm
         "device": "cpu",
         "output": None,
         "stored_order": False,
+        "restart": False,
+        "threads": None,
     }

@@ -66,6 +66,22 @@ def fails(capsys, argv, *needles):
         (["--initial-const", "inf"], "--initial-const"),
         (["--order-seed", "3", "--stored-order"], "--stored-order"),
         (["--device", "nonsense"], "--device"),
+        (["--threat-model", "foo"], "--threat-model"),
+        (["--attack", "fgsm"], "--attack"),
+        (["--eot", "0"], "--eot"),
+        (["--eot", "1.5"], "--eot"),
+        (["--decision-draws", "0"], "--decision-draws"),
+        (["--decision-quorum", "1"], "--decision-quorum"),
+        (["--decision-quorum", "0.3"], "--decision-quorum"),
+        (["--verify-draws", "0"], "--verify-draws"),
+        (["--cw-space", "pixel"], "--cw-space"),
+        (["--apgd-steps", "0"], "--apgd-steps"),
+        (["--apgd-restarts", "0"], "--apgd-restarts"),
+        (["--apgd-detector-mode", "max"], "--apgd-detector-mode"),
+        (["--segment-grid", "0"], "--segment-grid"),
+        (["--match-steps", "0"], "--match-steps"),
+        (["--sanity-n", "0"], "--sanity-n"),
+        (["--threads", "0"], "--threads"),
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else value,
 )
@@ -73,6 +89,19 @@ def test_out_of_range_arguments_exit_2_with_one_line(tmp_path, capsys, extra, ne
     # the threshold of BASE is dropped where the case sets the detector itself
     base = BASE[:-2] if any(a.startswith("--threshold") for a in extra) else BASE
     fails(capsys, [str(tmp_path), *base, *extra], f"argument {needle}")
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--eot", "4"], ("--eot 4 needs --threat-model deployed",)),
+        (["--decision-draws", "3"], ("--decision-draws 3 needs --threat-model deployed",)),
+        (["--verify-draws", "1"], ("--verify-draws", "--no-audit")),
+    ],
+    ids=lambda value: " ".join(value),
+)
+def test_options_that_contradict_each_other_exit_2_with_one_line(tmp_path, capsys, extra, needles):
+    fails(capsys, [str(tmp_path), *BASE, *extra], *needles)
 
 
 def test_threshold_and_quantile_are_exclusive(tmp_path, capsys):
