@@ -22,9 +22,12 @@ Design note: the path of an attack, from the command line to the verdicts.
    and its test set, and calls :func:`~flows.attacks.experiment.run_experiment`.
 2. ``flows/attacks/experiment.py``: takes the test images in the fixed order, sets the detector
    on the recall images (``detector.py``: :class:`LikelihoodDetector`, the paper's thresholds and
-   recall from :mod:`flows.paper`), builds the threat models under the attack's noise and a fresh
-   one, picks the first correctly classified images, builds the attack and its criterion from the
-   config, and writes the report.
+   recall from :mod:`flows.paper`), builds the threat model (``--threat-model fixed``: the
+   attacker knows the noise draw; ``deployed``: fresh noise per query, attacked with EOT / vote
+   draws), picks the first correctly classified images, builds the attack and its criterion from
+   the config, runs it batch by batch (a per-batch cache makes a killed run resume), verifies
+   every adversarial under fresh noise (``verify_over_noise``), optionally runs the sanity checks
+   and the randomness audit, and writes the report.
 3. ``flows/attacks/threat_model.py``: :func:`flows_threat_model` fixes the model's noise
    (:class:`flows.noise.FixedNoise`) and gives the :class:`ThreatModel`: class scores, bits/dim
    (from one encoding with ``bits_from_class_scores``), the C+1-way decision.

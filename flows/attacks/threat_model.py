@@ -311,7 +311,7 @@ def flows_threat_model(
     noise: str = "fixed",
     noise_seed: int | None = 0,
     eps: float | None = None,
-    bounds: tuple[float, float] = (-0.5, 0.5),
+    bounds: tuple[float, float] | None = None,
     batch_invariant: bool = True,
     bits_from_class_scores: bool = False,
 ) -> ThreatModel:
@@ -321,7 +321,8 @@ def flows_threat_model(
     ``num_classes`` (C) and, when a ``detector`` is given, ``bits_per_dim(x) -> (B,)``; methods
     that take ``generator=`` receive one seeded with ``noise_seed``, others are seeded through the
     global generator (:class:`~flows.noise.FixedNoise`, with ``batch_invariant``).
-    ``noise_seed=None`` calls the methods as they are (deterministic models).
+    ``noise_seed=None`` calls the methods as they are (deterministic models). ``bounds``: the
+    input bounds, by default the model's ``bounds`` attribute when it has one, else [−0.5, 0.5].
 
     ``noise`` chooses the threat model: ``"fixed"`` (default; the attacker knows the noise draw,
     which :class:`~flows.noise.FixedNoise` fixes by ``noise_seed``) or ``"fresh"`` (deployed:
@@ -365,6 +366,8 @@ def flows_threat_model(
                 f"model's num_dims {num_dims} (the D its bits/dim divides by)"
             )
 
+    if bounds is None:
+        bounds = tuple(getattr(model, "bounds", (-0.5, 0.5)))
     if noise not in ("fixed", "fresh"):
         raise ValueError(f"noise: must be 'fixed' or 'fresh', got {noise!r}")
     randomised = noise == "fresh" and noise_seed is not None
