@@ -1,4 +1,4 @@
-"""The paper's robustness test for any conditional generative model (issue 20; in progress).
+"""The paper's robustness test for any conditional generative model (issue 20).
 
 Sections 4–6 ask of a class-conditional generative model: is Bayes' rule on it accurate, is its
 likelihood a usable detector, do detector-aware attacks fool it, do interpolations and wrong labels
@@ -14,7 +14,14 @@ attacks on (:mod:`~flows.robustness.calibration`)::
     x, y = calib.sample_annulus(8)
     calib.optimal_distance(x, y, T)                  # the radial move into the unit ball
 
-:class:`flows.ConditionalGlow` satisfies the protocol as it is.
+:class:`flows.ConditionalGlow` satisfies the protocol as it is. The whole test is one call
+(:mod:`~flows.robustness.report`), or ``python -m flows.robustness`` (:mod:`~flows.robustness.cli`)::
+
+    report = evaluate(model, (x, y), eps=0.5, out="report/")   # resumable stages
+    report.flags                                     # warnings, AutoAttack-style
+    report["leaderboard"]                            # accuracy, bits/dim, robust accuracy at eps
+
+``report.json`` follows a versioned schema (:mod:`~flows.robustness.schema`).
 """
 
 from flows.robustness.calibration import (
@@ -35,6 +42,15 @@ from flows.robustness.protocol import (
     model_bounds,
     wrap,
 )
+from flows.robustness.report import (
+    STAGES,
+    ReportConfig,
+    RobustnessError,
+    RobustnessReport,
+    evaluate,
+)
+from flows.robustness.schema import SCHEMA, SCHEMA_VERSION, SchemaError
+from flows.robustness.schema import validate as validate_report
 
 __all__ = [
     "as_threat_model",
@@ -42,13 +58,22 @@ __all__ = [
     "ConditionalGenerativeModel",
     "CounterexampleModel",
     "DEFAULT_BOUNDS",
+    "evaluate",
     "Interval",
     "log_density_level",
     "model_bits_per_dim",
     "model_bounds",
     "ModelCheck",
     "ModelWarning",
+    "ReportConfig",
+    "RobustnessError",
+    "RobustnessReport",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "STAGES",
     "TwoGaussianModel",
+    "validate_report",
     "wrap",
     "WrappedModel",
 ]
