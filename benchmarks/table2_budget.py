@@ -16,17 +16,26 @@ with the budgets of :class:`paper_figures.table2_adaptive.Config` (or ``--quick`
 
 ``--project FILE`` reads a results JSON and prints the projected wall time of the full table
 (``--full-n``, ``--full-sanity-n``, ``--full-deployed-n`` images): per cell,
-``n · (attack per image + verification per image) + sanity_n · sanity per image``, where the
-attack cost per image is item 2's wall time / n, the verification cost per image counts the rows
-each image is evaluated on (item 1's cost per row), and the sanity cost per image is what item 3
-adds beyond items 2 and the verification, per sanity image. The measurements are made on a
-shared, loaded 2-core machine (a training and other jobs run beside): say so with the numbers.
+``setup + n · (attack per image + verification per image) + sanity_n · sanity per image``, in
+CPU seconds of the (single-threaded) process: the setup is an experiment run whose attack costs
+nothing, the attack cost per image is item 2's time less that setup, over n, the verification
+cost per image counts the rows each image is evaluated on (item 1's cost per row), and the
+sanity cost per image is what item 3 adds beyond those, per sanity image (``--sanity-from``: the
+ratio of sanity to attack-and-verification cost measured in another results file). The
+measurements are made on a shared, loaded 2-core machine (a training and other jobs run beside):
+its wall times depend on the load, so the projection uses CPU time, which is about the wall time
+of one thread on an idle core (the load still inflates it by up to a third: cache and memory
+contention); say so with the numbers.
 
-Usage::
+Usage (``benchmarks/table2_budget.md`` records the runs and their readings)::
 
     python benchmarks/table2_budget.py --data-root ../shared/data --threads 1 --n 3 \\
+        --set cw_binary_search_steps=5 cw_steps=100 apgd_steps=50 decision_quorum=0.5 \\
         --output benchmarks/table2_budget.json
-    python benchmarks/table2_budget.py --project benchmarks/table2_budget.json
+    python benchmarks/table2_budget.py --data-root ../shared/data --threads 1 --n 3 \\
+        --skip-cells --output benchmarks/table2_budget_defaults.json
+    python benchmarks/table2_budget.py --project benchmarks/table2_budget_defaults.json \\
+        --sanity-from benchmarks/table2_budget.json --full-deployed-n 20 --full-sanity-n 5
 
 The results JSON is written after every measurement; a rerun skips the measurements already in it.
 """
@@ -254,7 +263,7 @@ def _sanity_ratios(path: str, args, clock: str) -> dict:
     rows, _ = _projection(json.loads(Path(path).read_text()), args, clock)
     return {
         (r["dataset"], r["threat"], r["cell"]): r["sanity_per_image"]
-        / max(sum(r["attack_per_image"].values()), 1e-9)
+        / (sum(r["attack_per_image"].values()) + r["verification_per_image"])
         for r in rows
         if r["sanity_per_image"] is not None
     }
@@ -302,7 +311,7 @@ def _projection(
                     rest = measured[clock] - fixed_cost - n * (attack_cost + verification)
                     sanity = max(rest, 0.0) / min(config["sanity_n"], n)
                 elif ratios and (dataset, threat, cell_name) in ratios:
-                    sanity = ratios[(dataset, threat, cell_name)] * attack_cost
+                    sanity = ratios[(dataset, threat, cell_name)] * (attack_cost + verification)
                     estimated = True
                 seconds = (
                     fixed_cost
@@ -331,9 +340,10 @@ def _projection(
 
 
 def project(args) -> None:
-    """Print the projection tables (wall time as measured, and CPU time)."""
+    """Print the projection table in CPU time (the wall times of a loaded machine vary with
+    the load from one measurement to the next, and subtracting them gives nonsense)."""
     results = json.loads(Path(args.project).read_text())
-    for clock, label in (("seconds", "wall, loaded machine"), ("cpu_seconds", "CPU time")):
+    for clock, label in (("cpu_seconds", "CPU time"),):
         ratios = _sanity_ratios(args.sanity_from, args, clock) if args.sanity_from else None
         rows, total = _projection(results, args, clock, ratios)
         print(

@@ -90,6 +90,14 @@ otherwise. Inside a cell, the experiment's own per-batch cache (``<cell>.partial
 killed run continue from its last finished batch; it is deleted once the cell's JSON is written.
 Each run's detector and Table 1 numbers are cached the same way (``run-<dataset>-<prior>.json``).
 
+Cost. With :class:`Config`'s budgets (chosen so that the sanity checks pass where the attack can
+pass them: ``benchmarks/table2_budget.md``) the full table is projected at about 32 CPU-hours
+(6 for the fixed threat model, 26 for the deployed one), far beyond the issue's 3 hours on the
+2-core CPU; that file proposes smaller honest configurations (``deployed_n``, ``sanity_n``,
+``threat_models``) and lists the attacks that fail their sanity checks at every budget tried.
+The cell cache lets the table be computed over several sessions, or run by run in parallel
+processes (:func:`run_cells`).
+
 Differences from the paper and from :mod:`paper_figures.table2`: the attacks and budgets are the
 issue-19 ones (CW in x space, ``cw_space="box"``; APGD-L2; likelihood matching; the segment
 bound; the ensemble), the detector threshold is at the paper's recall on our models (its fixed
