@@ -77,7 +77,7 @@ classification-only rows (``cw``, ``boundary``: the attack never saw the detecto
 per threshold would multiply the table's cost by the number of levels). At thresholds below the
 attacked one their success is therefore a lower bound on what an attack aimed at that threshold
 would achieve. Per threshold, the fresh-draw counts come from one batched observation of
-``verify_draws`` draws per adversarial (:func:`verify_at_thresholds`), in two independent sets:
+``verify_draws`` draws per adversarial (:func:`flows.attacks.verify_at_thresholds`), in two independent sets:
 ``A``, the same draws as the experiment's own verification (so at the paper's threshold the
 members' ``A`` verdicts equal the report's, which the cell checks and records as
 ``sweep_matches_report``), and ``B``, independent draws that re-verify the ensemble's selection.
@@ -130,8 +130,7 @@ from flows.attacks.base import AttackResult, flat_l2
 from flows.attacks.detector import LikelihoodDetector
 from flows.attacks.experiment import ENSEMBLE
 from flows.attacks.statistics import percentage_with_interval
-from flows.attacks.verification import NoiseVerification
-from flows.measures import predictions
+from flows.attacks.verification import observe_draws, verify_at_thresholds
 from flows.paper import (
     PAPER_EPS,
     PAPER_EPS_LABELS,
@@ -160,13 +159,11 @@ __all__ = [
     "generate",
     "kappa_from_audit",
     "main",
-    "observe_draws",
     "plot",
     "row_key",
     "row_plan",
     "run_cells",
     "table_rows",
-    "verify_at_thresholds",
     "worst_case_sources",
 ]
 
@@ -449,119 +446,6 @@ def attack_config(config: Config, cell: _Cell, confidence: float, threshold: flo
     )
 
 
-# -- verification at several thresholds from one observation -------------------------------------
-
-
-def observe_draws(
-    threat_model, adversarial: Tensor, draws: int, max_rows: int = MAX_ROWS
-) -> tuple[Tensor, Tensor]:
-    """``(labels, bits_per_dim)``, each ``(N, B)``: the deployed model's class and bits/dim of
-    every input of ``adversarial`` ``(B, ...)`` under ``N = draws`` fresh draws.
-
-    Inputs are observed in passes of whole examples with all their draws
-    (:meth:`~flows.attacks.ThreatModel.observe` with ``draws``, draw-major), at most
-    ``max_rows`` rows per pass: the passes of :func:`flows.attacks.verify_over_noise`, so that the
-    same seeded threat model gives the same draws.
-
-    Raises:
-        ValueError: a threat model that is not randomised or has no detector, or ``draws``
-            outside ``[1, max_rows]``.
-    """
-    if not getattr(threat_model, "randomised", False) or not threat_model.has_detector:
-        raise ValueError("threat_model: must be randomised (deployed) and have a detector")
-    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= max_rows:
-        raise ValueError(f"draws must be an integer in [1, max_rows={max_rows}], got {draws!r}")
-    per_pass = max(1, max_rows // draws)
-    labels, bits = [], []
-    for start in range(0, len(adversarial), per_pass):
-        part = adversarial[start : start + per_pass].detach()
-        with torch.no_grad():
-            obs = threat_model.observe(part, draws=draws)
-        labels.append(predictions(obs.logits).reshape(draws, len(part)).cpu())
-        bits.append(obs.bits_per_dim.reshape(draws, len(part)).double().cpu())
-    return torch.cat(labels, dim=1), torch.cat(bits, dim=1)
-
-
-def verify_at_thresholds(
-    observed: tuple[Tensor, Tensor],
-    x: Tensor,
-    result: AttackResult,
-    y: Tensor,
-    thresholds: Sequence[float],
-    *,
-    eps: float,
-    bounds: tuple[float, float] = (-0.5, 0.5),
-    rule: float = 0.5,
-) -> list[NoiseVerification]:
-    r"""The verification of :func:`flows.attacks.verify_over_noise` against several detector
-    thresholds, from one observation ``observed = observe_draws(...)`` of the adversarials.
-
-    With ``c_k`` and ``b_k`` the label and bits/dim under draw ``k`` (``observed``), per
-    threshold ``T``:
-
-    .. math::
-        \hat p_{\text{fool, undet}}(T) = \frac1N \sum_k [\,c_k \ne y\,][\,b_k \le T\,]
-
-    (``c_k = t`` for a targeted result), and a success needs the claim, the box, ``L2 <= eps``
-    and :math:`\hat p \ge` ``rule``, as there. At the threshold the threat model was built with,
-    and with the same seeded draws, the result equals ``verify_over_noise``'s.
-
-    Args:
-        observed: ``(labels, bits_per_dim)``, each ``(N, B)``.
-        x: ``(B, ...)`` clean inputs; ``result``: their attack's result; ``y``: ``(B,)`` labels.
-        thresholds: detector thresholds in bits/dim.
-        eps: the L2 budget; ``bounds``: the box; ``rule``: in ``(0, 1]``.
-
-    Returns:
-        One :class:`~flows.attacks.NoiseVerification` per threshold.
-
-    Raises:
-        ValueError: shapes that do not match, or ``rule`` outside ``(0, 1]``.
-    """
-    labels, bits = observed
-    draws, b = labels.shape
-    if bits.shape != (draws, b) or result.adversarial.shape != x.shape or len(x) != b:
-        raise ValueError(
-            f"observed: labels {tuple(labels.shape)} and bits {tuple(bits.shape)} must both be "
-            f"(N, B) with B = len(x) = {len(x)}, adversarials shaped like x"
-        )
-    if isinstance(rule, bool) or not 0.0 < rule <= 1.0:
-        raise ValueError(f"rule: must lie in (0, 1], got {rule!r}")
-    adv = result.adversarial.detach()
-    lo, hi = bounds
-    in_bounds = ((adv >= lo) & (adv <= hi)).flatten(1).all(dim=1).cpu()
-    l2 = flat_l2(adv, x).cpu()
-    within = l2 <= eps
-    reference = (y if result.targets is None else result.targets).cpu()
-    hit = labels != reference if result.targets is None else labels == reference
-    eligible = result.success.cpu() & in_bounds & within
-    need = math.ceil(rule * draws - 1e-9)
-    fooled = hit.sum(0)
-    out = []
-    for threshold in thresholds:
-        rejected = bits > threshold  # LikelihoodDetector.detected
-        fooled_undetected = (hit & ~rejected).sum(0)
-        out.append(
-            NoiseVerification(
-                claimed=result.success.cpu().clone(),
-                in_bounds=in_bounds,
-                l2=l2,
-                within_eps=within,
-                fooled_draws=fooled,
-                fooled_undetected_draws=fooled_undetected,
-                detected_draws=rejected.sum(0),
-                fools_classifier=eligible & (fooled >= need),
-                success_undetected=eligible & (fooled_undetected >= need),
-                draws=draws,
-                rule=float(rule),
-            )
-        )
-    return out
-
-
-# -- the ensemble from per-example verdicts ---------------------------------------------------------
-
-
 def worst_case_sources(l2: Tensor, success: Tensor) -> Tensor:
     r"""``(B,)`` int64: per example the member (row of ``l2``, ``(M, B)``) whose adversarial is
     the closest verified success (``success``, ``(M, B)`` bool), −1 where none is; ties go to the
@@ -712,29 +596,6 @@ def _read_cached(path: Path, digest: str) -> dict | None:
     return saved.get("value") if saved.get("hash") == digest else None
 
 
-def _member_results(folder: Path, names: Sequence[str]) -> dict[str, AttackResult]:
-    """The members' results of an ``ensemble`` run from its per-batch cache (the experiment's
-    ``batch_*.pt``: per attack ``adversarial``, ``success``, ``l2``, ``queries``, ``status``,
-    ``targets``; ``torch.load(..., weights_only=True)``), batches in order."""
-    files = sorted(folder.glob("batch_*.pt"))
-    saved = [torch.load(path, map_location="cpu", weights_only=True) for path in files]
-    out = {}
-    for name in names:
-        parts = [
-            AttackResult(
-                adversarial=s[name]["adversarial"],
-                success=s[name]["success"],
-                l2=s[name]["l2"],
-                queries=s[name]["queries"],
-                status=tuple(s[name]["status"]),
-                targets=s[name]["targets"],
-            )
-            for s in saved
-        ]
-        out[name] = AttackResult.concatenate(parts)
-    return out
-
-
 def _records_verdicts(records: Sequence[Mapping]) -> dict[str, list]:
     """Per-example ``success_undetected``, ``fools_classifier`` and ``l2`` from report records
     (already restricted to ε)."""
@@ -874,7 +735,7 @@ def _compute_cell(run: _Run, cell: _Cell, attack_cfg, info: dict, partial: Path)
     )
     y = torch.as_tensor(report["attacked_labels"], dtype=torch.long)
     if cell.attack == "ensemble":
-        results = _member_results(partial, MEMBERS)
+        results = {name: result.members[name] for name in MEMBERS}
         sections = {name: report["ensemble"]["rows"][name] for name in MEMBERS}
     else:
         results, sections = {cell.attack: result}, {cell.attack: report}

@@ -129,9 +129,11 @@ from flows.attacks.verification import (
     NoiseVerification,
     Verification,
     noise_statistics,
+    observe_draws,
     table2_statistics,
     verified_median_l2,
     verify,
+    verify_at_thresholds,
     verify_over_noise,
 )
 from flows.noise import FixedNoise, FreshNoise
@@ -171,6 +173,7 @@ __all__ = [
     "monotone_in_eps",
     "newcombe_difference_interval",
     "noise_statistics",
+    "observe_draws",
     "NoiseVerification",
     "non_finite_gradients",
     "NotDetected",
@@ -199,6 +202,7 @@ __all__ = [
     "verified_median_l2",
     "verified_success",
     "verify",
+    "verify_at_thresholds",
     "verify_over_noise",
     "wilson_half_width_at_half",
     "wilson_interval",

@@ -12,8 +12,8 @@ per-example records, and ε-clipping is a verification question, not an attack o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
@@ -62,6 +62,9 @@ class AttackResult:
         status: one message per example: ``"success"`` or why it failed.
         targets: ``(B,)`` the target classes of a targeted attack, None for an untargeted one
             (:func:`~flows.attacks.verification.verify` judges the adversarials against them).
+        members: for a combination of attacks (the ensemble's per-example worst case,
+            :func:`~flows.attacks.experiment.run_experiment`), each member attack's own result
+            on the same ``B`` inputs, by name; None for a single attack.
     """
 
     adversarial: Tensor
@@ -70,6 +73,7 @@ class AttackResult:
     queries: Tensor
     status: tuple[str, ...]
     targets: Tensor | None = None
+    members: Mapping[str, AttackResult] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         b = self.adversarial.shape[0]
@@ -79,6 +83,12 @@ class AttackResult:
         if len(self.status) != b:
             raise ValueError(f"status must have {b} entries, got {len(self.status)}")
         check_labels("targets", self.targets, b)
+        for name, member in (self.members or {}).items():
+            if member.adversarial.shape != self.adversarial.shape:
+                raise ValueError(
+                    f"members[{name!r}] attacked inputs of shape {tuple(member.adversarial.shape)}, "
+                    f"not {tuple(self.adversarial.shape)}"
+                )
 
     @staticmethod
     def concatenate(parts: Sequence[AttackResult]) -> AttackResult:

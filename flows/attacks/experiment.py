@@ -636,7 +636,8 @@ def run_experiment(
 
     Returns:
         The JSON-ready report, the attack result (for ``ensemble``: the per-example worst case
-        as an :class:`~flows.attacks.AttackResult`) and the attacked clean images. Report keys:
+        as an :class:`~flows.attacks.AttackResult`, each member's own result in its
+        ``members``) and the attacked clean images. Report keys:
         ``config`` (resolved), ``threat_model``, ``detector``, ``test_order``,
         ``attacked_indices``, ``attacked_labels``, ``test_images_classified``,
         ``skipped_misclassified``, ``clean_bits_per_dim``, ``clean_detected``, ``targets``,
@@ -664,6 +665,7 @@ def run_experiment(
     }
     if config.attack == "ensemble":
         result, ensemble = _ensemble(setup, results, progress)
+        result = dataclasses.replace(result, members=dict(results))
         report["ensemble"] = ensemble
     else:
         result = results[config.attack]
@@ -1395,6 +1397,8 @@ def _sanity(setup: _Setup, results: Mapping[str, AttackResult], progress: bool) 
             x=runs.x,
             y=runs.y,
             require_undetected=undetected,
+            # κ = 0 under fresh-noise verification: a boundary adversarial is a coin flip
+            on_boundary=setup.deployed and config.confidence == 0,
         )
         out[name] = {
             "require_undetected": undetected,

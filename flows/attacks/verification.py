@@ -22,6 +22,7 @@ Two verifications:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -319,6 +320,116 @@ def verify_over_noise(
         draws=draws,
         rule=float(rule),
     )
+
+
+def observe_draws(
+    threat_model, adversarial: Tensor, draws: int, max_rows: int = 512
+) -> tuple[Tensor, Tensor]:
+    """``(labels, bits_per_dim)``, each ``(N, B)``: the deployed model's class and bits/dim of
+    every input of ``adversarial`` ``(B, ...)`` under ``N = draws`` fresh draws.
+
+    Inputs are observed in passes of whole examples with all their draws
+    (:meth:`~flows.attacks.ThreatModel.observe` with ``draws``, draw-major), at most
+    ``max_rows`` rows per pass: the passes of :func:`flows.attacks.verify_over_noise`, so that the
+    same seeded threat model gives the same draws.
+
+    Raises:
+        ValueError: a threat model that is not randomised or has no detector, or ``draws``
+            outside ``[1, max_rows]``.
+    """
+    if not getattr(threat_model, "randomised", False) or not threat_model.has_detector:
+        raise ValueError("threat_model: must be randomised (deployed) and have a detector")
+    if isinstance(draws, bool) or not isinstance(draws, int) or not 1 <= draws <= max_rows:
+        raise ValueError(f"draws must be an integer in [1, max_rows={max_rows}], got {draws!r}")
+    per_pass = max(1, max_rows // draws)
+    labels, bits = [], []
+    for start in range(0, len(adversarial), per_pass):
+        part = adversarial[start : start + per_pass].detach()
+        with torch.no_grad():
+            obs = threat_model.observe(part, draws=draws)
+        labels.append(predictions(obs.logits).reshape(draws, len(part)).cpu())
+        bits.append(obs.bits_per_dim.reshape(draws, len(part)).double().cpu())
+    return torch.cat(labels, dim=1), torch.cat(bits, dim=1)
+
+
+def verify_at_thresholds(
+    observed: tuple[Tensor, Tensor],
+    x: Tensor,
+    result: AttackResult,
+    y: Tensor,
+    thresholds: Sequence[float],
+    *,
+    eps: float,
+    bounds: tuple[float, float] = (-0.5, 0.5),
+    rule: float = 0.5,
+) -> list[NoiseVerification]:
+    r"""The verification of :func:`flows.attacks.verify_over_noise` against several detector
+    thresholds, from one observation ``observed = observe_draws(...)`` of the adversarials.
+
+    With ``c_k`` and ``b_k`` the label and bits/dim under draw ``k`` (``observed``), per
+    threshold ``T``:
+
+    .. math::
+        \hat p_{\text{fool, undet}}(T) = \frac1N \sum_k [\,c_k \ne y\,][\,b_k \le T\,]
+
+    (``c_k = t`` for a targeted result), and a success needs the claim, the box, ``L2 <= eps``
+    and :math:`\hat p \ge` ``rule``, as there. At the threshold the threat model was built with,
+    and with the same seeded draws, the result equals ``verify_over_noise``'s.
+
+    Args:
+        observed: ``(labels, bits_per_dim)``, each ``(N, B)``.
+        x: ``(B, ...)`` clean inputs; ``result``: their attack's result; ``y``: ``(B,)`` labels.
+        thresholds: detector thresholds in bits/dim.
+        eps: the L2 budget; ``bounds``: the box; ``rule``: in ``(0, 1]``.
+
+    Returns:
+        One :class:`~flows.attacks.NoiseVerification` per threshold.
+
+    Raises:
+        ValueError: shapes that do not match, or ``rule`` outside ``(0, 1]``.
+    """
+    labels, bits = observed
+    draws, b = labels.shape
+    if bits.shape != (draws, b) or result.adversarial.shape != x.shape or len(x) != b:
+        raise ValueError(
+            f"observed: labels {tuple(labels.shape)} and bits {tuple(bits.shape)} must both be "
+            f"(N, B) with B = len(x) = {len(x)}, adversarials shaped like x"
+        )
+    if isinstance(rule, bool) or not 0.0 < rule <= 1.0:
+        raise ValueError(f"rule: must lie in (0, 1], got {rule!r}")
+    adv = result.adversarial.detach()
+    lo, hi = bounds
+    in_bounds = ((adv >= lo) & (adv <= hi)).flatten(1).all(dim=1).cpu()
+    l2 = flat_l2(adv, x).cpu()
+    within = l2 <= eps
+    reference = (y if result.targets is None else result.targets).cpu()
+    hit = labels != reference if result.targets is None else labels == reference
+    eligible = result.success.cpu() & in_bounds & within
+    need = math.ceil(rule * draws - 1e-9)
+    fooled = hit.sum(0)
+    out = []
+    for threshold in thresholds:
+        rejected = bits > threshold  # LikelihoodDetector.detected
+        fooled_undetected = (hit & ~rejected).sum(0)
+        out.append(
+            NoiseVerification(
+                claimed=result.success.cpu().clone(),
+                in_bounds=in_bounds,
+                l2=l2,
+                within_eps=within,
+                fooled_draws=fooled,
+                fooled_undetected_draws=fooled_undetected,
+                detected_draws=rejected.sum(0),
+                fools_classifier=eligible & (fooled >= need),
+                success_undetected=eligible & (fooled_undetected >= need),
+                draws=draws,
+                rule=float(rule),
+            )
+        )
+    return out
+
+
+# -- the ensemble from per-example verdicts ---------------------------------------------------------
 
 
 def table2_statistics(verification: Verification) -> dict[str, float]:

@@ -387,6 +387,17 @@ def test_ensemble_takes_the_worst_case_and_flags_attacks_beyond_the_segment_boun
     # the selected adversarials are re-verified under independent draws at the top level
     assert torch.equal(result.success, torch.tensor([r["success"] for r in ensemble["records"]]))
     assert [r["claimed"] for r in report["records"]] == result.success.tolist()
+    # every member's own result comes back with the worst case, and the selected example is the
+    # chosen member's adversarial
+    assert set(result.members) == set(ENSEMBLE)
+    for i, record in enumerate(ensemble["records"]):
+        member = result.members[record["source"]] if record["success"] else None
+        if member is not None:
+            assert torch.equal(result.adversarial[i], member.adversarial[i])
+            assert bool(member.success[i])
+    for name in ENSEMBLE:
+        claims = [r["claimed"] for r in ensemble["rows"][name]["deployed"]["records"]]
+        assert result.members[name].success.tolist() == claims
 
 
 def test_fixed_threat_model_refuses_more_draws_and_the_audit_needs_two():

@@ -7,6 +7,7 @@ up to the rounding (so a decision-based attack breaks it as easily), but its gra
 zero everywhere, so a gradient attack cannot move.
 """
 
+import dataclasses
 import json
 import math
 
@@ -23,6 +24,7 @@ from flows.attacks import (
     ThreatModel,
     flows_threat_model,
     verify,
+    verify_over_noise,
 )
 from flows.attacks.ensemble import verified_l2
 from flows.attacks.sanity import (
@@ -438,3 +440,42 @@ def test_sanity_check_to_dict_is_strict_json():
 def _half_width(k, n):
     low, high = wilson_interval(k, n)
     return (high - low) / 2
+
+
+def test_unbounded_success_on_the_boundary_of_a_randomised_model_counts_the_claims():
+    """κ = 0 on a randomised model: CW with EOT stops on the mean decision boundary, where a
+    fresh draw flips the label about half of the time. Verified under fresh noise, the
+    unbounded check is then a coin flip (some examples fail the ≥ 1/2 rule although the attack
+    did its job); ``on_boundary`` counts the claims and passes, and still fails an example the
+    attack did not claim."""
+    w = torch.tensor([1.0, -0.5, 0.25, 0.0], dtype=torch.float64)
+
+    def scores(x, generator=None):
+        noise = torch.randn(len(x), generator=generator, dtype=x.dtype)
+        s = 50.0 * (x.flatten(1) @ w + 0.02 + 0.05 * noise)
+        return torch.stack([-s, s], dim=1)
+
+    gen = torch.Generator().manual_seed(4)
+    x = 0.1 * (torch.rand(12, 4, generator=gen, dtype=torch.float64) - 0.5)
+    x = x - ((x @ w + 0.02 + 0.15) / w.dot(w))[:, None] * w  # 0.15 / |w| on the class-0 side
+    y = torch.zeros(12, dtype=torch.long)
+    attack_model = ThreatModel(FreshNoise(scores, 1), num_classes=2, randomised=True)
+    result = CarliniWagnerL2(binary_search_steps=5, steps=100, eot_draws=16)(
+        attack_model, x, Misclassified(y)
+    )
+    assert bool(result.success.all())
+    deployed = ThreatModel(FreshNoise(scores, 2), num_classes=2, randomised=True)
+    verification = verify_over_noise(deployed, x, result, y, draws=64)
+    p_fool = verification.fooled_draws.double() / 64
+    assert 0.2 < float(p_fool.mean()) < 0.8  # on the boundary: about half of the draws
+    strict = unbounded_success(verification)
+    assert strict.passed is False
+    lenient = unbounded_success(verification, on_boundary=True)
+    assert lenient.passed is True and "claims" in lenient.detail
+    assert lenient.values["verified_successes"] == strict.values["successes"]
+    unclaimed = dataclasses.replace(result, success=result.success.clone())
+    unclaimed.success[3] = False
+    failing = unbounded_success(
+        verify_over_noise(deployed, x, unclaimed, y, draws=64), on_boundary=True
+    )
+    assert failing.passed is False and failing.values["failed_examples"] == [3]
