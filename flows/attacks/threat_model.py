@@ -341,7 +341,9 @@ def flows_threat_model(
     ``model.num_dims``. ``bits_per_dim_fn`` is kept for :meth:`ThreatModel.bits_per_dim`. Without
     a detector there are no bits/dim and the switch has no effect. A model with
     ``class_scores_and_log_likelihoods(x)`` gets the one encoding through
-    ``scores_and_bits_fn`` (its class scores need not be the log-likelihoods).
+    ``scores_and_bits_fn`` (its class scores need not be the log-likelihoods); a model with
+    ``class_scores`` but without that method gets two calls per query (its scores, and
+    ``bits_per_dim``), never bits/dim computed from its scores.
     """
     for name in ("class_log_likelihoods",) + (("bits_per_dim",) if detector else ()):
         if not callable(getattr(model, name, None)):
@@ -392,6 +394,10 @@ def flows_threat_model(
             return scores, bits_per_dim(marginal_log_prob(class_ll), num_dims)
 
         scores_and_bits_fn = fixed(scores_and_bits)
+        one_encoding = False
+    elif one_encoding and callable(scores_fn):
+        # the model's own class scores need not be its log-likelihoods (the Split prior's
+        # logits): without the joint method, bits/dim come from bits_per_dim, a second call
         one_encoding = False
     return ThreatModel(
         logits_fn=fixed(scores_fn if callable(scores_fn) else model.class_log_likelihoods),

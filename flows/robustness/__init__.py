@@ -21,7 +21,9 @@ attacks on (:mod:`~flows.robustness.calibration`)::
     report.flags                                     # warnings, AutoAttack-style
     report["leaderboard"]                            # accuracy, bits/dim, robust accuracy at eps
 
-``report.json`` follows a versioned schema (:mod:`~flows.robustness.schema`).
+``report.json`` follows a versioned schema (:mod:`~flows.robustness.schema`). A worked example,
+from a model written in plain torch to the report: ``notebooks/tutorial_test_your_own_model.ipynb``;
+the report's cost: ``benchmarks/robustness_report.md``.
 """
 
 from flows.robustness.calibration import (

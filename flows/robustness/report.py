@@ -30,7 +30,8 @@ log-likelihoods (``probabilities``, ``log_probabilities``) and :func:`check_mode
 a zero or non-finite margin gradient on more than 1 % of the inputs
 (``zero_or_non_finite_gradients``); a randomised model attacked without EOT
 (``randomised_without_eot``); a black-box attack significantly stronger than the white-box ones
-(``black_box_stronger``); unbounded success below 100 % (``unbounded_success_below_100``); an
+(``black_box_stronger``); unbounded success below 100 %, some input broken by no member at any
+distance (``unbounded_success_below_100``, :func:`broken_inputs`); an
 attack more than ``calibration_factor`` × the optimal distance on a calibration model
 (``calibration_<attack>``).
 
@@ -167,6 +168,7 @@ __all__ = [
     "RobustnessError",
     "RobustnessReport",
     "auc",
+    "broken_inputs",
     "evaluate",
     "roc_curve",
 ]
@@ -566,6 +568,13 @@ class _Adapted:
     gives ``bits_per_dim`` (the standard one, from the class log-likelihoods with ``num_dims``),
     and ``shared_noise`` where it is safe: the model is deterministic (``randomised`` False: it
     is ignored) or takes it itself. ``state_dict`` is forwarded (the attacks' cache fingerprint).
+
+    A model with its own ``class_scores`` also gets ``class_scores_and_log_likelihoods(x,
+    generator, shared_noise) -> ((B, C), (B, C))``, the model's own when it has one, else the two
+    methods under one noise draw (:func:`_one_draw`): ``run_experiment`` computes the detector's
+    bits/dim from the threat model's class scores unless the model has this method
+    (:func:`flows.attacks.flows_threat_model`, ``bits_from_class_scores``), and a model's own
+    scores (the Split prior's logits) are not log-likelihoods.
     """
 
     def __init__(self, model: Any, num_dims: int, randomised: bool):
@@ -578,6 +587,14 @@ class _Adapted:
         scores = getattr(model, "class_scores", None)
         if callable(scores):
             self.class_scores = _noise_method(scores, randomised)
+            joint = getattr(model, "class_scores_and_log_likelihoods", None)
+            if callable(joint):
+                joint = _noise_method(joint, randomised)
+            else:
+                joint = _one_draw(self.class_scores, self.class_log_likelihoods)
+            if not _accepts(joint, "shared_noise"):
+                joint = _rows_share_noise(joint)
+            self.class_scores_and_log_likelihoods = joint
         state = getattr(model, "state_dict", None)
         if callable(state):
             self.state_dict = state
@@ -594,6 +611,54 @@ class _Adapted:
                 return bits_per_dim(marginal_log_prob(ll(x, generator=generator)), num_dims)
 
         self.bits_per_dim = bits
+
+
+def _one_draw(scores: Callable[..., Tensor], ll: Callable[..., Tensor]) -> Callable[..., Any]:
+    """``(scores(x, generator), ll(x, generator))`` under one noise draw: the generator's state
+    is restored between the two calls, so a model that draws its noise from ``generator`` draws
+    the same noise for both. Takes ``shared_noise`` when both methods take it."""
+
+    def pair(x: Tensor, generator: torch.Generator | None, **shared: bool) -> tuple[Tensor, Tensor]:
+        state = None if generator is None else generator.get_state()
+        first = scores(x, generator=generator, **shared)
+        if state is not None:
+            generator.set_state(state)
+        return first, ll(x, generator=generator, **shared)
+
+    if _accepts(scores, "shared_noise") and _accepts(ll, "shared_noise"):
+
+        def shared(
+            x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+        ) -> tuple[Tensor, Tensor]:
+            return pair(x, generator, shared_noise=shared_noise)
+
+        return shared
+
+    def own(x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        return pair(x, generator)
+
+    return own
+
+
+def _rows_share_noise(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn(x, generator) -> (a, b)`` with a ``shared_noise`` parameter (what
+    :func:`flows.attacks.flows_threat_model` passes to a joint method): with ``shared_noise``,
+    every row is evaluated alone from the same generator state, i.e. under the same draw (as
+    :class:`flows.noise.FixedNoise` does row by row); without, one batched call."""
+
+    def rows(
+        x: Tensor, generator: torch.Generator | None = None, shared_noise: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        if not shared_noise or generator is None or len(x) == 1:
+            return fn(x, generator=generator)
+        state = generator.get_state()
+        parts = []
+        for i in range(len(x)):
+            generator.set_state(state)
+            parts.append(fn(x[i : i + 1], generator=generator))
+        return tuple(torch.cat(p) for p in zip(*parts, strict=True))
+
+    return rows
 
 
 def _noise_method(fn: Callable[..., Tensor], randomised: bool) -> Callable[..., Tensor]:
@@ -865,8 +930,7 @@ def _attack_summary(run: _Run, report: dict, attack_config: AttackConfig) -> dic
                 "sanity": checks,
             }
         )
-    minimum_norm = [name for name in per_example if name in MINIMUM_NORM]
-    broken = [any(per_example[m]["found"][i] for m in minimum_norm) for i in range(n)]
+    broken = broken_inputs(per_example, n)
     worst = report[primary]["table2"]
     table.append(
         {
@@ -909,9 +973,10 @@ def _attack_summary(run: _Run, report: dict, attack_config: AttackConfig) -> dic
             "rate": sum(broken) / n,
             "n": n,
             "unbroken": [i for i, b in enumerate(broken) if not b],
-            "note": "an input counts as broken when a minimum-norm member ("
-            + ", ".join(minimum_norm)
-            + ") found a verified undetected adversarial at any distance",
+            "note": "an input counts as broken when any member ("
+            + ", ".join(per_example)
+            + ") found a verified undetected adversarial: the minimum-norm members at any "
+            "distance, the fixed-eps ones within eps",
         },
         "white_vs_black_box": comparison,
         "per_example": per_example,
@@ -924,6 +989,15 @@ def _attack_summary(run: _Run, report: dict, attack_config: AttackConfig) -> dic
             "statistics_rules": report["statistics_rules"],
         },
     }
+
+
+def broken_inputs(per_example: Mapping[str, Mapping[str, list]], n: int) -> list[bool]:
+    """Per attacked input, whether *any* member found a verified undetected adversarial
+    (``per_example[name]["found"]``, ``n`` entries each): the success of the ensemble at
+    ε = ∞. A fixed-ε member's success within ε counts too (an adversarial within ε is one at
+    any distance), so a minimum-norm search that fails where APGD succeeds does not make the
+    input "unbroken"."""
+    return [any(example["found"][i] for example in per_example.values()) for i in range(n)]
 
 
 def _found(record: dict, label: int, primary: str) -> bool:

@@ -247,6 +247,27 @@ def test_one_encoding_decision_on_glow_under_fixed_noise():
     assert not torch.equal(fresh.observe(x).bits_per_dim, bpd)  # the noise does matter
 
 
+def test_own_class_scores_without_the_joint_method_never_give_the_bits_per_dim(model_classes):
+    """A model whose classifier is its own ``class_scores`` (not its log-likelihoods) but that has
+    no ``class_scores_and_log_likelihoods``: bits/dim must come from its ``bits_per_dim``, not from
+    the scores, even with ``bits_from_class_scores``; the label from the scores."""
+    TwoGaussian, _ = model_classes
+
+    class OwnScores(TwoGaussian):
+        def class_scores(self, x, generator=None):  # a discriminative head: swapped classes
+            return self.class_log_likelihoods(x, generator).flip(1) * 1e-3
+
+    m = OwnScores()
+    m.num_dims = m.dim
+    det = LikelihoodDetector(threshold=6.2, num_dims=m.dim)
+    tm = flows_threat_model(m, det, bits_from_class_scores=True)
+    x = m.on_axis(torch.linspace(-0.3, 0.3, 7).tolist())
+    obs = tm.observe(x)
+    torch.testing.assert_close(obs.bits_per_dim, m.bits_per_dim(x))
+    assert torch.equal(obs.logits.argmax(1), m.class_scores(x).argmax(1))
+    assert not torch.equal(obs.logits.argmax(1), m.class_log_likelihoods(x).argmax(1))
+
+
 def test_one_encoding_needs_num_dims(model_classes):
     TwoGaussian, _ = model_classes
     m = TwoGaussian()

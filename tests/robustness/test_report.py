@@ -372,3 +372,85 @@ def test_an_untrained_glow_runs_through_the_adapter(tmp_path):
     assert scores["rule"] == "the model's class_scores"
     predicted = torch.tensor(scores["predicted"])
     assert report["clean"]["correct"] == int((predicted == y[order]).sum())
+
+
+class _PosteriorScores(TwoGaussianModel):
+    """Two Gaussians whose own decision rule returns log p(y | x) (same argmax, same margins),
+    not log-likelihoods: the detector must still see log p(x | y)."""
+
+    def class_scores(self, x, generator=None):
+        return torch.log_softmax(self.class_log_likelihoods(x, generator), dim=1)
+
+
+def test_a_model_whose_class_scores_are_not_log_likelihoods_faces_the_likelihood_detector():
+    """The attacks' detector reads the class log-likelihoods, not the model's class scores: with
+    log-posteriors as scores (bits/dim from them would be log C / (D ln 2) + 8 for every input,
+    all detected, and no pool image would start the Boundary attack) the attack stage runs and
+    gives the plain model's CW, APGD and Boundary results, whose losses (log-posterior margins)
+    and decisions are the same. (Likelihood matching's few steps may diverge on last-bit
+    differences of the twice-normalised posteriors.)"""
+    options = dict(TINY, stages=["attacks"], eps=0.2, num_test=100)
+    data = TwoGaussianModel().sample(100, seed=2)
+    scored = evaluate(_PosteriorScores(), data, **options)["attacks"]
+    plain = evaluate(TwoGaussianModel(), data, **options)["attacks"]
+    assert scored["threshold_bits_per_dim"] == plain["threshold_bits_per_dim"]
+    for name in ("cw-det", "apgd-det", "boundary-det"):
+        ours = next(row for row in scored["table"] if row["attack"] == name)
+        reference = next(row for row in plain["table"] if row["attack"] == name)
+        assert ours["success_undetected"] == reference["success_undetected"], name
+        ours, reference = scored["per_example"][name], plain["per_example"][name]
+        assert ours["found"] == reference["found"], name
+        assert ours["l2"] == pytest.approx(reference["l2"], rel=1e-6), name
+    assert scored["unbounded_success"]["rate"] == plain["unbounded_success"]["rate"] == 1.0
+
+
+class _NoisyScores:
+    """A randomised model drawing its noise from ``generator`` (no ``shared_noise``), with its own
+    class scores, twice the log-likelihoods."""
+
+    num_classes = 2
+    num_dims = 4
+    randomised = True
+
+    def class_log_likelihoods(self, x, generator=None):
+        noisy = x + 0.1 * torch.rand(x.shape, generator=generator)
+        return torch.stack([-(noisy - 0.1).pow(2).sum(1), -(noisy + 0.1).pow(2).sum(1)], dim=1)
+
+    def class_scores(self, x, generator=None):
+        return 2 * self.class_log_likelihoods(x, generator)
+
+
+def test_the_adapters_joint_method_draws_one_noise_for_scores_and_log_likelihoods():
+    """``class_scores_and_log_likelihoods`` (what the attacks' threat model calls): both outputs
+    from the same draw; with ``shared_noise`` every row under the same draw (row i alone from the
+    same seed); absent for a model without class scores."""
+    adapter = report_module._Adapted(_NoisyScores(), 4, True)
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(0)) - 0.5
+
+    def seeded():
+        return torch.Generator().manual_seed(3)
+
+    scores, ll = adapter.class_scores_and_log_likelihoods(x, seeded())
+    assert torch.equal(scores, 2 * ll)
+    assert not torch.equal(ll, adapter.class_log_likelihoods(x, torch.Generator().manual_seed(4)))
+    scores, ll = adapter.class_scores_and_log_likelihoods(x, seeded(), True)
+    rows = [adapter.class_scores_and_log_likelihoods(x[i : i + 1], seeded()) for i in range(5)]
+    assert torch.equal(ll, torch.cat([r[1] for r in rows]))
+    assert torch.equal(scores, 2 * ll)
+    assert not hasattr(report_module._Adapted(TwoGaussianModel(), 300, False), "class_scores")
+    assert not hasattr(
+        report_module._Adapted(TwoGaussianModel(), 300, False), "class_scores_and_log_likelihoods"
+    )
+
+
+def test_an_input_broken_only_by_the_fixed_eps_attack_counts_as_broken():
+    """Success at ε = ∞ is that of the whole ensemble: APGD's adversarial within ε is one at any
+    distance, so an input that only APGD broke is not "unbroken" (the unbounded-success flag
+    fired on the cpu-mnist-split run, where APGD broke 7 of 10 inputs and CW under EOT 2)."""
+    per_example = {
+        "cw-det": {"found": [True, False, False], "l2": [0.1, 0.0, 0.0]},
+        "apgd-det": {"found": [False, True, False], "l2": [0.0, 0.2, 0.0]},
+        "boundary-det": {"found": [False, False, False], "l2": [0.0, 0.0, 0.0]},
+    }
+    assert report_module.broken_inputs(per_example, 3) == [True, True, False]
+    assert report_module.broken_inputs({"cw-det": per_example["cw-det"]}, 3) == [True, False, False]
