@@ -84,11 +84,12 @@ paper's fixed 1.4 / 4.0 bits/dim fit only its models). Measured on the calibrati
 (d = 300, ``tests/robustness/test_report.py``): CW-det's median ratio 1.005 (two Gaussians, the
 counterexample); Boundary-det 1.35 on the Gaussians at 1000 steps but about 6–11 on the
 counterexample's annulus points (from a start of the other class it approaches the thin unit
-ball slowly), so that report carries ``calibration_boundary-det``; APGD fails on the
-counterexample's annulus points for ε above about 0.2 (all 10 broken at ε = 0.18, 8 at 0.2, 1 at
-0.3): its random start, at distance ε, leaves the annulus for the gap, where both class
-log-likelihoods fall at the same rate 1/τ and the margin gradient is exactly zero (attack the
-counterexample at ε <= 0.15).
+ball slowly), so that report carries ``calibration_boundary-det``. APGD starts its first run at
+the clean point (:class:`flows.attacks.APGDL2`, ``first_start="clean"``): AutoAttack's random
+start at distance ε leaves the annulus for the gap, where both class log-likelihoods fall at the
+same rate 1/τ and the margin gradient is exactly zero (it broke 10, 8, 1 and 0 of 10 annulus
+points at ε = 0.15, 0.2, 0.3, 0.5; the clean start breaks all of them at every ε, at ratio 1.05
+when ε = 1.05 d*, ``tests/attacks/test_apgd_clean_start.py``).
 
 Shared with ``paper_figures`` (issue 20, item 5, for a later session): Figure 3's per-α curves
 and Figure 4's outlier summary are the same :mod:`flows.analysis` calls as the ``interpolation``
@@ -280,7 +281,7 @@ class ReportConfig:
     )
     binary_search_steps: int = option(5, "CW: binary-search steps", POSITIVE_INT)
     cw_steps: int = option(200, "CW: Adam steps per binary-search step", POSITIVE_INT)
-    stepsize: float = option(1e-2, "CW and likelihood matching: Adam step", POSITIVE_FLOAT)
+    stepsize: float = option(1e-3, "CW and likelihood matching: Adam step", POSITIVE_FLOAT)
     apgd_steps: int = option(50, "APGD: steps", POSITIVE_INT)
     boundary_steps: int = option(1000, "Boundary: steps", POSITIVE_INT)
     max_queries: int = option(5000, "Boundary: queries per input", POSITIVE_INT)

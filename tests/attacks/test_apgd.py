@@ -180,14 +180,21 @@ def test_results_do_not_depend_on_batching():
     w = unit(6, gen)
     x = points_at_distance(w, 0.02 + 0.1 * torch.rand(6, generator=gen, dtype=w.dtype), 0.1, gen)
     tm, y = linear_two_class(w), torch.zeros(6, dtype=torch.long)
-    attack = APGDL2(eps=0.07, steps=20, restarts=2, seed=5)
-    whole = attack(tm, x, Misclassified(y))
-    parts = attack(tm, x, Misclassified(y), batch_size=2)
-    assert whole.success.any() and not whole.success.all()
-    assert torch.equal(whole.adversarial, parts.adversarial)
-    assert torch.equal(whole.queries, parts.queries) and whole.status == parts.status
-    other_seed = APGDL2(eps=0.07, steps=20, restarts=2, seed=6)(tm, x, Misclassified(y))
+    for first_start in ("random", "clean"):
+        attack = APGDL2(eps=0.07, steps=20, restarts=2, seed=5, first_start=first_start)
+        whole = attack(tm, x, Misclassified(y))
+        parts = attack(tm, x, Misclassified(y), batch_size=2)
+        assert whole.success.any() and not whole.success.all()
+        assert torch.equal(whole.adversarial, parts.adversarial)
+        assert torch.equal(whole.queries, parts.queries) and whole.status == parts.status
+    random_first = dict(steps=20, restarts=2, first_start="random")
+    whole = APGDL2(eps=0.07, seed=5, **random_first)(tm, x, Misclassified(y))
+    other_seed = APGDL2(eps=0.07, seed=6, **random_first)(tm, x, Misclassified(y))
     assert not torch.equal(other_seed.adversarial[whole.success], whole.adversarial[whole.success])
+    # from the clean start the first run uses no randomness: one restart ignores the seed
+    clean = [APGDL2(eps=0.07, steps=20, seed=s)(tm, x, Misclassified(y)) for s in (5, 6)]
+    assert clean[0].success.any()
+    assert torch.equal(clean[0].adversarial, clean[1].adversarial)
 
 
 def survival(tm: ThreatModel, adv: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
@@ -345,6 +352,7 @@ def test_logit_mode_needs_a_detector_in_the_criterion(two_gaussian, class0_point
         ("confidence", -1.0),
         ("confidence", math.inf),
         ("detector_mode", "max"),
+        ("first_start", "zero"),
         ("seed", -1),
     ],
 )

@@ -49,6 +49,7 @@ TOY = {
     "verify_draws": 16,
     "binary_search_steps": 3,
     "cw_steps": 40,
+    "stepsize": 1e-2,  # 40 steps over distances of order 0.3 (the default 1e-3 is for images)
     "apgd_steps": 20,
     "boundary_steps": 300,
     "max_queries": 300,

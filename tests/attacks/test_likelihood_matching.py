@@ -40,14 +40,15 @@ def closest_matching_distance(model, x, target):
 
 
 def test_matching_reaches_the_target_likelihood_vector(two_gaussian, class0_points):
-    """After 500 Adam steps the class log-likelihoods match the target's to a relative error
-    below 2e-3 (measured: 6e-4), and the matched point is about as close to x as the nearest
-    point with those log-likelihoods (within 1%; Adam's per-coordinate steps need not reach that
-    very point)."""
+    """After 2000 Adam steps the class log-likelihoods match the target's to a relative error
+    below 2e-3 (measured: 3e-4; 0.028 after 500 steps: the log-likelihood term, in units of √D
+    nats, is the slow direction here), and the matched point is about as close to x as the
+    nearest point with those log-likelihoods (within 1%; Adam's per-coordinate steps need not
+    reach that very point)."""
     x, _ = class0_points
     tm, _ = two_gaussian_threat_model(two_gaussian)
     target = class1_targets(two_gaussian)
-    matched = LikelihoodMatching(steps=500).match(tm, x, target)
+    matched = LikelihoodMatching(steps=2000).match(tm, x, target)
 
     v, v_t = two_gaussian.class_log_likelihoods(matched), two_gaussian.class_log_likelihoods(target)
     relative = (v - v_t).norm(dim=1) / v_t.norm(dim=1)
@@ -91,12 +92,14 @@ SIGMA = 1.0  # nats: zero-mean Gaussian noise on each class score
 
 
 def test_eot_matches_the_noise_free_target_under_score_noise(two_gaussian, class0_points):
-    """Scores v(x) + σ·ε, ε ~ N(0, I) per row and draw: E‖v(x') + σε − v̄_t‖² = ‖v(x') − v̄_t‖² +
-    const, so EOT over K draws aims at the noise-free target, up to the error of v̄_t (the mean
-    of K draws at x_t, σ/√K per class) and of the gradient's noise. With K = 32 the noise-free
-    scores end within 3σ/√K = 0.53 nats of the target's (measured 0.20); with K = 1 they do not
-    (measured 1.4). The fooling iterate is class 1 per draw with probability Φ((v₁ − v₀)/(σ√2))
-    > 0.99."""
+    """Scores v(x) + σ·ε, ε ~ N(0, I) per row and draw. The log-posteriors and log p(x) of these
+    scores are nearly affine in them here (the class log-likelihoods differ by ≥ 10 nats ≫ σ), so
+    E of the squared mismatch is the noise-free mismatch plus a constant, and EOT over K draws
+    aims at the noise-free target, up to the error of the target (the mean of K draws at x_t,
+    σ/√K per class) and of the gradient's noise. With K = 32 and 2000 steps the noise-free
+    scores end within 3σ/√K = 0.53 nats of the target's (measured 0.33; 0.45 after 1000
+    steps); with K = 1 they do not (measured 2.5). The fooling iterate is class 1 per draw with
+    probability Φ((v₁ − v₀)/(σ√2)) > 0.99."""
 
     def noisy(z, generator=None):
         v = two_gaussian.class_log_likelihoods(z)
@@ -118,10 +121,10 @@ def test_eot_matches_the_noise_free_target_under_score_noise(two_gaussian, class
         )
 
     k = 32
-    matched = LikelihoodMatching(steps=300, draws=k).match(deployed(), x, target)
+    matched = LikelihoodMatching(steps=2000, draws=k).match(deployed(), x, target)
     error = (two_gaussian.class_log_likelihoods(matched) - v_t).abs().amax()
     assert error < 3 * SIGMA / math.sqrt(k), error
-    single = LikelihoodMatching(steps=300).match(deployed(), x, target)
+    single = LikelihoodMatching(steps=2000).match(deployed(), x, target)
     assert (two_gaussian.class_log_likelihoods(single) - v_t).abs().amax() > error
 
     attack = LikelihoodMatching(steps=300, draws=k)
@@ -246,8 +249,9 @@ def test_bad_inputs_name_the_argument(two_gaussian, class0_points):
 
 
 def test_matching_on_tiny_glow():
-    """The real GLOW under fixed noise: 50 steps bring the class scores (nats/dim) at least 5×
-    closer to the target image's (measured: 10–25×), in bounds; a returned success verifies."""
+    """The real GLOW under fixed noise: 50 steps bring the log-posteriors at least 5× closer to
+    the target image's (measured: 8.6–15×) and bits/dim at least 2× closer (measured 2.8–4.0×),
+    in bounds; a returned success verifies."""
     _, tm, images = tiny_glow()
     labels = tm.classify(images)
     x, y = images[:3], labels[:3]
@@ -255,10 +259,15 @@ def test_matching_on_tiny_glow():
     attack = LikelihoodMatching(steps=50)
     matched = attack.match(tm, x, targets[:, 0])
     with torch.no_grad():
-        v_t = tm.observe(targets[:, 0]).logits
-        before = (tm.observe(x).logits - v_t).norm(dim=1)
-        after = (tm.observe(matched).logits - v_t).norm(dim=1)
-    assert (after * 5 < before).all(), (before, after)
+        target, clean, end = (tm.observe(z) for z in (targets[:, 0], x, matched))
+
+    def gaps(obs):
+        posterior = torch.log_softmax(obs.logits, 1) - torch.log_softmax(target.logits, 1)
+        return posterior.norm(dim=1), (obs.bits_per_dim - target.bits_per_dim).abs()
+
+    (posterior_before, bpd_before), (posterior_after, bpd_after) = gaps(clean), gaps(end)
+    assert (posterior_after * 5 < posterior_before).all(), (posterior_before, posterior_after)
+    assert (bpd_after * 2 < bpd_before).all(), (bpd_before, bpd_after)
     assert matched.min() >= -0.5 and matched.max() <= 0.5
     result = attack(tm, x, Misclassified(y) & NotDetected(tm.detector), target_images=targets[:, 0])
     verdicts = verify(tm, x, result, y)

@@ -20,10 +20,9 @@ from flows.attacks import (
     LikelihoodDetector,
     Misclassified,
     NotDetected,
-    ThreatModel,
 )
 from flows.measures import predictions
-from flows.robustness import CounterexampleModel, TwoGaussianModel
+from flows.robustness import CounterexampleModel, TwoGaussianModel, as_threat_model
 
 ATTACK = CarliniWagnerL2(binary_search_steps=9, steps=600, stepsize=2e-3, space="box")
 
@@ -31,13 +30,7 @@ ATTACK = CarliniWagnerL2(binary_search_steps=9, steps=600, stepsize=2e-3, space=
 def attack_ratio(model, x, y, threshold):
     """CW-L2 on ``model`` at detector threshold T: (found / optimal distances, adversarials)."""
     detector = LikelihoodDetector(threshold, model.num_dims)
-    tm = ThreatModel(
-        model.class_log_likelihoods,
-        model.bits_per_dim,
-        detector,
-        bounds=model.bounds,
-        num_classes=model.num_classes,
-    )
+    tm = as_threat_model(model, detector)  # deterministic: called as it is, in the model's box
     result = ATTACK(tm, x, Misclassified(y) & NotDetected(detector))
     assert result.success.all()
     with torch.no_grad():  # re-evaluated on the model itself: misclassified and undetected
