@@ -7,7 +7,9 @@ detector-defended flow classifier under two threat models, with verified statist
 outputs (hours, see ``benchmarks/table2_budget.md``) and then registers it in place of
 :mod:`paper_figures.table2` (whose fixed-noise, 12-image table it supersedes). Until then,
 generate it with ``python -m paper_figures.table2_adaptive --data-root DIR --threads 2``
-(:func:`main`; resumable) or :func:`generate`.
+(:func:`main`; resumable) or :func:`generate`; ``--cells cifar10/split [--threat-models fixed]``
+computes one run's cells only (e.g. one process per run, or over several sessions), and a
+final run without ``--cells`` reads them from the cache and writes the table.
 
 What a cell is. For every committed run (dataset MNIST / CIFAR-10 × prior Reweight / Split,
 :mod:`paper_figures.trained`), every threat model and every confidence margin κ:
@@ -1382,7 +1384,13 @@ def generate(context: Context, root: Path | str | None = None, config: Config | 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m paper_figures.table2_adaptive [--data-root DIR] [--out DIR] [--cache-dir DIR]
-    [--threads T] [--quick]``: :func:`generate` (resumable; see the module)."""
+    [--threads T] [--quick] [--cells DATASET/PRIOR ...] [--threat-models T ...]``:
+    :func:`generate` (resumable; see the module).
+
+    ``--cells``: only compute (and cache) the cells of these trained runs (:func:`run_cells`),
+    write no table; for running the table over several sessions or in parallel processes (one per
+    run), each resuming from the shared cell cache. ``--threat-models`` restricts those cells
+    (the cells' cache keys do not depend on it: a later full run reads them)."""
     from flows.arguments import ArgumentParser, existing_dir, positive_int
 
     parser = ArgumentParser(
@@ -1393,12 +1401,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=None, metavar="DIR", help="the cell cache")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="3 images per cell, tiny budgets")
+    choices = [f"{d}/{p}" for d in trained.DATASETS for p in PRIORS]
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        choices=choices,
+        default=None,
+        metavar="DATASET/PRIOR",
+        help=f"only compute these runs' cells, write no table (one of {', '.join(choices)})",
+    )
+    parser.add_argument(
+        "--threat-models",
+        nargs="+",
+        choices=THREAT_MODELS,
+        default=None,
+        help="with --cells: only these threat models' cells",
+    )
     args = parser.parse_args(argv)
+    if args.threat_models is not None and args.cells is None:
+        parser.error("--threat-models needs --cells (the table needs every threat model)")
     context = Context.from_environment()
     if args.data_root is not None:
         context = replace(context, data_root=Path(args.data_root).resolve())
     if args.quick:
-        if args.out is None:
+        if args.out is None and args.cells is None:
             parser.error("--quick needs --out (quick outputs must not replace the table)")
         context = replace(context, quick=True)
     import matplotlib
@@ -1408,6 +1434,19 @@ def main(argv: list[str] | None = None) -> None:
     config = default_config(context)
     if args.cache_dir is not None:
         config = replace(config, cache_dir=args.cache_dir)
+    if args.cells is not None:
+        if args.threat_models is not None:
+            config = replace(config, threat_models=tuple(args.threat_models))
+        for key in args.cells:
+            dataset, prior = key.split("/")
+            done = run_cells(
+                config, context, dataset, prior, on_cell=lambda k: print(k, "done", flush=True)
+            )
+            for cell_key, cell in done["cells"].items():
+                seconds = cell.get("seconds")
+                took = f" ({seconds / 60:.1f} min)" if seconds is not None else ""
+                print(f"{cell_key}: {cell['status']}{took}", flush=True)
+        return
     for path in generate(context, args.out, config):
         print(path)
 

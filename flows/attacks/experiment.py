@@ -1405,7 +1405,18 @@ def _sanity(setup: _Setup, results: Mapping[str, AttackResult], progress: bool) 
             # κ = 0 under fresh-noise verification: a boundary adversarial is a coin flip
             on_boundary=setup.deployed and config.confidence == 0,
         )
+        unbounded_eps = runs.sufficient_eps() if name in ("apgd", "apgd-det") else None
+        if unbounded_eps is not None:
+            checks[0] = dataclasses.replace(
+                checks[0],
+                detail=checks[0].detail.replace(
+                    "at eps = inf", f"at eps = {unbounded_eps:.4g} (admits an adversarial)"
+                ),
+            )
         out[name] = {
+            # a fixed-ε attack's "unbounded" run is at a budget that admits an adversarial
+            # (None: run without a budget)
+            "unbounded_eps": unbounded_eps,
             "require_undetected": undetected,
             "checks": [check.to_dict() for check in checks],
             "flags": {check.name: check.passed for check in checks},
@@ -1435,12 +1446,28 @@ class _SanityRuns:
     def at(self, name: str, scale: int, eps: float) -> Any:
         """The verification of ``name`` at budget ``scale`` within ``eps``: a minimum-norm attack
         is run once per scale (without a budget) and restricted to each ε (:func:`at_eps`), APGD
-        is run at each ε."""
-        run_eps = eps if name in ("apgd", "apgd-det") else math.inf
+        is run at each ε, and its "unbounded" run (ε = ∞) at :meth:`sufficient_eps`."""
+        run_eps = math.inf
+        if name in ("apgd", "apgd-det"):
+            run_eps = self.sufficient_eps() if math.isinf(eps) else eps
         key = (name, scale, run_eps)
         if key not in self.done:
             self.done[key] = self._verified(name, scale, run_eps)
         return at_eps(self.done[key], eps)
+
+    def sufficient_eps(self) -> float:
+        """The budget of a fixed-ε attack's "unbounded" sanity run: the largest distance from a
+        sanity image to its nearest usable pool image of another class (the segment bound's end
+        point, :func:`~flows.attacks.select_other_class_images`: classified as another class and
+        accepted by the detector), so that an adversarial provably exists within it for every
+        image. APGD cannot run at ε = ∞: its first step is 2ε, and its step-size halvings never
+        bring an infinite (or box-diameter) step down to the scale of a likelihood detector's
+        acceptance region; a finite ε that admits an adversarial asks the same question."""
+        if "sufficient_eps" not in self.prepared:
+            ends = _prepare(self.setup, ("segment",), self.x, self.y, "sanity sufficient eps")
+            distances = flat_l2(ends["ends"][:, 0], self.x)
+            self.prepared["sufficient_eps"] = {"eps": float(distances.max()) * (1 + 1e-6)}
+        return self.prepared["sufficient_eps"]["eps"]
 
     def _verified(self, name: str, scale: int, eps: float) -> Any:
         """The verification (no budget) of ``name`` run at ``scale`` and ``eps`` (inf for the

@@ -326,6 +326,14 @@ def test_sanity_checks_of_the_ensemble_and_of_a_gradient_free_attack(toy):
         model, x, y, config("ensemble", sanity=True, sanity_n=2), progress=False
     )
     assert list(report["sanity"]["attacks"]) == ["cw-det", "apgd-det", "match"]
+    # APGD's "unbounded" run is at the largest distance to a sanity image's segment end (an
+    # adversarial exists within it); the minimum-norm attacks run without a budget
+    entries = report["sanity"]["attacks"]
+    assert entries["cw-det"]["unbounded_eps"] is None
+    ends = [r["l2"] for r in report["ensemble"]["rows"]["segment"]["attack_noise"]["records"][:2]]
+    assert entries["apgd-det"]["unbounded_eps"] >= max(ends)
+    unbounded = {c["name"]: c for c in entries["apgd-det"]["checks"]}["unbounded_success"]
+    assert unbounded["passed"] is True and "admits an adversarial" in unbounded["detail"]
     segment, _, _ = run_experiment(
         model, x, y, config("segment", sanity=True, sanity_n=2), progress=False
     )

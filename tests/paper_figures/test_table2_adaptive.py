@@ -10,6 +10,7 @@ the figure drawn.
 
 import json
 import math
+import shutil
 from dataclasses import replace
 
 import matplotlib
@@ -378,3 +379,23 @@ def test_quick_plot_and_csv(quick, tmp_path):
     ]
     assert all(r["paper_success_undetected_pct"] is not None for r in fixed_cw)
     assert json.loads(json.dumps(numbers)) == numbers  # JSON-ready
+
+
+@pytest.mark.slow
+def test_cells_option_computes_only_the_named_runs_and_threat_models(quick, tmp_path, capsys):
+    """``--cells mnist/split --threat-models fixed``: the missing fixed cell of that run is
+    computed into the shared cache, a missing deployed one and the other runs are left alone."""
+    context, _, _, cache = quick
+    copy = tmp_path / "cells"
+    shutil.copytree(cache, copy)
+    fixed, deployed = "mnist-split-fixed-k0-boundary", "mnist-split-deployed-k0-boundary"
+    (copy / f"{fixed}.json").unlink()
+    (copy / f"{deployed}.json").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in copy.glob("*.json")}
+    argv = ["--quick", "--cells", "mnist/split", "--threat-models", "fixed"]
+    argv += ["--cache-dir", str(copy), "--data-root", str(context.data_root)]
+    T2.main(argv)
+    assert (copy / f"{fixed}.json").is_file() and not (copy / f"{deployed}.json").exists()
+    after = {p.name: p.stat().st_mtime_ns for p in copy.glob("*.json")}
+    assert {k: v for k, v in after.items() if k in before} == before  # others read, not rewritten
+    assert "mnist/split/fixed/0/boundary: ok" in capsys.readouterr().out
