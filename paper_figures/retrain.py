@@ -61,6 +61,8 @@ RUN_SPECS: tuple[RunSpec, ...] = (
     RunSpec(
         "cpu-mnist-reweight-ls-2ep", "cpu-mnist", "reweight", "mnist", epochs=2, label_smoothing=0.1
     ),
+    # issue 18: the deeper MNIST preset (20 epochs, lr ÷10 after 10), for the MNIST regeneration
+    RunSpec("cpu-mnist-deep-reweight", "cpu-mnist-deep", "reweight", "mnist"),
 )
 
 
