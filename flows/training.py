@@ -275,6 +275,7 @@ class _Run:
         self.network = DistributedDataParallel(self.model) if world > 1 else self.model
         self.consecutive_nonfinite = 0
         self.window: dict[str, list[float]] = {"loss": [], "bits_per_dim": [], "accuracy": []}
+        self.window_started, self.window_steps = time.perf_counter(), 0
 
     def train(self) -> dict:
         """The epoch loop from the current position; returns the last evaluation."""
@@ -292,7 +293,7 @@ class _Run:
                 leave=False,
                 mininterval=0.5,
             )
-            self.window = {key: [] for key in self.window}
+            self.start_window()
             for step in bar:
                 self.step(epoch, step, order, bar)
                 last_step = step + 1 == self.steps_per_epoch  # an epoch's end closes its window
@@ -358,6 +359,7 @@ class _Run:
                     f"{self.checkpoint_path}"
                 )
         self.position.update(step=step + 1, global_step=global_step + 1)
+        self.window_steps += 1
         if finite:
             with torch.no_grad():
                 log_px = marginal_log_prob(class_ll)
@@ -372,9 +374,21 @@ class _Run:
                 refresh=False,
             )
 
+    def start_window(self) -> None:
+        """Start a new train window: empty means, and the clock and step count from now."""
+        self.window = {key: [] for key in self.window}
+        self.window_started, self.window_steps = time.perf_counter(), 0
+
     def log(self, epoch: int) -> None:
-        """Append the train window's means to ``metrics.jsonl`` (rank 0) and start a new one."""
+        """Append the train window's means to ``metrics.jsonl`` (rank 0) and start a new one.
+
+        The record carries the window's wall time (``seconds``: optimiser steps and checkpoint
+        writes since the window began; evaluations are not in any window) and its throughput,
+        ``images_per_second`` = steps × global batch size / seconds.
+        """
         if self.rank == 0 and self.window["loss"]:
+            seconds = time.perf_counter() - self.window_started
+            images = self.window_steps * self.config.batch_size
             _append_metrics(
                 self.out,
                 {
@@ -384,9 +398,12 @@ class _Run:
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "nonfinite_steps": self.position["nonfinite_steps"],
                     **{key: float(np.mean(v)) for key, v in self.window.items()},
+                    "seconds": seconds,
+                    "images": images,
+                    "images_per_second": images / seconds if seconds > 0 else float("nan"),
                 },
             )
-        self.window = {key: [] for key in self.window}
+        self.start_window()
 
     def end_epoch(self, epoch: int) -> dict:
         """Step the schedule, evaluate on the test split, plot, and checkpoint the epoch's end."""
