@@ -196,7 +196,9 @@ class BoundaryAttack(Attack):
         progress: bool = False,
     ) -> AttackResult:
         """Attack the batch ``x`` ``(B, ...)`` of ``model`` for ``criterion``, from ``starts``
-        ``(B, ...)`` (adversarial starting points within the bounds; default: uniform noise).
+        ``(B, ...)`` (adversarial starting points within the bounds; default: uniform noise) or
+        ``(B, S, ...)`` (``S`` candidates per example: each adversarial one is bisected towards
+        ``x`` and the closest result starts the walk).
 
         Raises:
             ValueError: as :meth:`Attack.__call__ <flows.attacks.base.Attack.__call__>`, for
@@ -205,8 +207,17 @@ class BoundaryAttack(Attack):
         """
         if starts is not None:
             check_inputs(starts, model.bounds, name="starts")
-            if starts.shape != x.shape:
-                raise ValueError(f"starts must have shape {tuple(x.shape)}, got {starts.shape}")
+            if starts.shape != x.shape and not (
+                starts.dim() == x.dim() + 1
+                and starts.shape[0] == x.shape[0]
+                and starts.shape[2:] == x.shape[1:]
+                and starts.shape[1] >= 1
+            ):
+                raise ValueError(
+                    f"starts must have shape {tuple(x.shape)} or (B, S, ...) = "
+                    f"({x.shape[0]}, S, {', '.join(map(str, x.shape[1:]))}), got "
+                    f"{tuple(starts.shape)}"
+                )
         if self.proposal_scale > 1 and x.dim() != 4:
             raise ValueError(
                 f"proposal_scale > 1 needs image batches (B, C, H, W), got shape {tuple(x.shape)}"
@@ -229,7 +240,8 @@ class BoundaryAttack(Attack):
             criterion: what counts as adversarial.
             indices: ``(B,)`` global example indices seeding the per-example generators
                 (default ``0..B-1``); the same index and seed give the same run in any batch.
-            starts: ``(B, ...)`` adversarial starting points within bounds (default: noise).
+            starts: ``(B, ...)`` adversarial starting points within bounds, or ``(B, S, ...)``
+                candidates of which the closest after bisection is kept (default: noise).
         """
         x = x.detach()
         b = x.shape[0]
@@ -267,13 +279,9 @@ class BoundaryAttack(Attack):
         ok = clean_adv.clone()
         todo = ~clean_adv
         if starts is not None:
-            init = starts.detach().clone()
-            rows = all_rows[todo]
-            if len(rows):
-                good = is_adv_rows(init[rows], rows)
-                ok[rows[good]] = True
-                for r in rows[~good].tolist():
-                    status[r] = "starting point is not adversarial"
+            candidates = starts.detach()
+            if candidates.dim() == x.dim():
+                candidates = candidates.unsqueeze(1)
         else:
             init = x.clone()
             pending = todo.clone()
@@ -290,32 +298,62 @@ class BoundaryAttack(Attack):
                 noise = lo + (hi - lo) * noise
                 good = is_adv_rows(noise, rows)
                 init[rows[good]] = noise[good]
-                ok[rows[good]] = True
                 pending[rows[good]] = False
             for r in all_rows[pending].tolist():
                 status[r] = (
                     f"initialisation failed: none of {self.init_attempts} uniform-noise samples "
                     "is adversarial (give starting points)"
                 )
-        # bisection on the segment x -> init: keep the adversarial end
-        rows = all_rows[todo & ok]
-        if len(rows):
-            view = (len(rows),) + (1,) * (x.dim() - 1)
-            low = torch.zeros(len(rows), dtype=x.dtype, device=x.device)
-            high = torch.ones_like(low)
-            for _ in range(self.init_binary_steps):
-                mid = (low + high) / 2
-                blend = (1 - mid.view(view)) * x[rows] + mid.view(view) * init[rows]
-                good = is_adv_rows(blend, rows)
-                high = torch.where(good, mid, high)
-                low = torch.where(good, low, mid)
-            best[rows] = (1 - high.view(view)) * x[rows] + high.view(view) * init[rows]
+            candidates = init.unsqueeze(1)
+        # each adversarial candidate is bisected on the segment x -> candidate (keeping the
+        # adversarial end); the closest bisected point starts the walk
+        distance = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
+        for k in range(candidates.shape[1]):
+            rows = all_rows[todo]
+            if not len(rows):
+                break
+            far = candidates[rows, k]
+            # the noise search's draws were queried already; given candidates are queried here
+            good = is_adv_rows(far, rows) if starts is not None else ~pending[rows]
+            rows, far = rows[good], far[good]
+            if not len(rows):
+                continue
+            near = self._bisect(x[rows], far, rows, is_adv_rows)
+            d = flat_l2(near, x[rows])
+            closer = d < distance[rows]
+            best[rows[closer]] = near[closer]
+            distance[rows[closer]] = d[closer]
+            ok[rows] = True
+        if starts is not None:
+            for r in all_rows[todo & ~ok].tolist():
+                status[r] = "starting point is not adversarial"
         running = todo & ok
         self._walk(x, best, running, queries, gens, is_adv_rows, moves, (lo, hi))
         success = ok
         inf = torch.full((b,), math.inf, dtype=x.dtype, device=x.device)
         l2 = torch.where(success, flat_l2(best, x), inf)
         return AttackResult(best, success, l2, queries, tuple(status), criterion.targets)
+
+    def _bisect(
+        self,
+        x: Tensor,
+        far: Tensor,
+        rows: Tensor,
+        is_adv_rows: Callable[[Tensor, Tensor], Tensor],
+    ) -> Tensor:
+        """``init_binary_steps`` of bisection on the segments ``x`` -> ``far`` (both ``(n,
+        ...)``, ``far`` adversarial for examples ``rows``): the adversarial end
+        ``(1 - h) x + h far`` of the final bracket."""
+        view = (len(rows),) + (1,) * (x.dim() - 1)
+        low = torch.zeros(len(rows), dtype=x.dtype, device=x.device)
+        high = torch.ones_like(low)
+        for _ in range(self.init_binary_steps):
+            mid = (low + high) / 2
+            blend = (1 - mid.view(view)) * x + mid.view(view) * far
+            good = is_adv_rows(blend, rows)
+            high = torch.where(good, mid, high)
+            low = torch.where(good, low, mid)
+        return (1 - high.view(view)) * x + high.view(view) * far
 
     def _walk(
         self,

@@ -73,7 +73,8 @@ background pixels at the box's bound, see :class:`~flows.attacks.CarliniWagnerL2
 ``apgd-det`` (L2 Auto-PGD at the fixed ε, the detector as a (C+1)-th logit by default),
 ``boundary`` (untargeted, from uniform noise, on the classifier alone) / ``boundary-det`` (the
 modified Boundary attack on the C+1-way decision, targeted, started from a pool image of the
-target class), ``match`` (likelihood matching of the nearest usable pool image of another class)
+target class, as Section 6.2, or from the contrast-reduced input when that is closer after
+bisection: ``boundary_starts``, which :mod:`flows.robustness.report` motivates), ``match`` (likelihood matching of the nearest usable pool image of another class)
 and ``segment`` (the segment bound to that image). The *pool* is the first ``pool_size`` test
 images of the order that are not attacked. ``ensemble`` runs ``cw-det``, ``apgd-det``,
 ``boundary-det``, ``match`` and ``segment`` (:data:`ENSEMBLE`; the experiment always has a
@@ -419,6 +420,13 @@ class AttackConfig:
         "Boundary: also move to adversarial spherical candidates: auto (default: on for "
         "boundary, off for boundary-det), on, or off (Brendel et al.'s rule)",
         SWITCH,
+    )
+    boundary_starts: str = option(
+        "pool+midpoint",
+        "boundary-det: starting points: pool (Section 6.2: a random pool image of the target "
+        "class, correctly classified and undetected) or pool+midpoint (also the middle of the "
+        "input bounds, the fully contrast-reduced input; the closer after bisection starts)",
+        choices=("pool", "pool+midpoint"),
     )
     segment_grid: int = option(64, "segment bound: grid points on each segment", POSITIVE_INT)
     match_steps: int = option(300, "likelihood matching: Adam steps", POSITIVE_INT)
@@ -947,9 +955,14 @@ def _prepare(setup: _Setup, names: tuple[str, ...], x: Tensor, y: Tensor, label:
         if "boundary-det" in names:
             targets = random_targets(y, tm.num_classes, config.seed)
             prepared["targets"] = targets
-            prepared["starts"] = select_starting_points(
+            starts = select_starting_points(
                 tm, setup.pool_x, setup.pool_y, targets, config.seed, config.batch_size, draws
             )
+            if config.boundary_starts == "pool+midpoint":
+                lo, hi = tm.bounds
+                midpoint = torch.full_like(starts, (lo + hi) / 2)
+                starts = torch.stack([starts, midpoint], dim=1)
+            prepared["starts"] = starts
         if "segment" in names or "match" in names:
             prepared["ends"], _ = select_other_class_images(
                 tm,

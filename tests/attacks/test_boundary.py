@@ -100,6 +100,31 @@ def test_non_adversarial_starting_points_are_reported(two_gaussian, class0_point
     assert all(s == "starting point is not adversarial" for s in result.status)
 
 
+def test_several_candidate_starts_keep_the_closest_after_bisection():
+    """Adversarial where z_0 >= 0.4 or z_0 <= -0.1 (two disconnected regions): from candidates
+    (B, S, ...) the bisected start is the nearest crossing whatever their order, a non-adversarial
+    candidate is skipped, and the queries are 1 (clean) + 1 per candidate + the bisections."""
+    model = decide(lambda z: ((z[:, 0] >= 0.4) | (z[:, 0] <= -0.1)).long(), bounds=(-0.5, 0.5))
+    x, y = torch.zeros(1, 4, dtype=torch.float64), torch.zeros(1, dtype=torch.long)
+    far, near, inert = (torch.zeros(4, dtype=torch.float64) for _ in range(3))
+    far[0], near[0], inert[1] = 0.5, -0.5, 0.3
+    attack = BoundaryAttack(steps=0, init_binary_steps=30)
+    for order in ([far, near], [near, far], [inert, near, far]):
+        result = attack(model, x, Misclassified(y), starts=torch.stack(order)[None])
+        assert result.success.all()
+        assert result.l2.item() == pytest.approx(0.1, abs=1e-8)
+        assert result.queries.item() == 1 + len(order) + 2 * 30
+    alone = attack(model, x, Misclassified(y), starts=far[None, None])
+    assert alone.l2.item() == pytest.approx(0.4, abs=1e-8)
+    assert torch.equal(
+        alone.adversarial, attack(model, x, Misclassified(y), starts=far[None]).adversarial
+    )
+    none = attack(model, x, Misclassified(y), starts=torch.stack([inert, inert])[None])
+    assert not none.success.any() and none.status == ("starting point is not adversarial",)
+    with pytest.raises(ValueError, match=r"starts must have shape"):
+        attack(model, x, Misclassified(y), starts=torch.zeros(1, 2, 3, dtype=torch.float64))
+
+
 def test_already_adversarial_input_is_returned_unchanged(two_gaussian):
     x = two_gaussian.on_axis([0.1])
     result = BoundaryAttack()(classify(two_gaussian), x, Misclassified(torch.tensor([0])))
