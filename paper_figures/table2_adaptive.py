@@ -22,7 +22,7 @@ What a cell is. For every committed run (dataset MNIST / CIFAR-10 × prior Rewei
   (:func:`~flows.attacks.decision_randomness`) on the clean attacked images of the run's first
   κ = 0 ensemble cell: :math:`\kappa = f \cdot \operatorname{median}_i s_i`, with :math:`s_i`
   the standard deviation across ``verify_draws`` fresh draws of image ``i``'s margin and
-  ``f = kappa_factor`` (default 3; :func:`kappa_from_audit`). κ is the CW and APGD confidence
+  ``f = kappa_factor`` (default 3; :func:`~flows.attacks.kappa_from_audit`). κ is the CW and APGD confidence
   (``AttackConfig.confidence``); the Boundary attack, likelihood matching and the segment bound
   have no κ, so their κ = ``noise`` rows *are* their κ = 0 rows (marked as such, not rerun);
 * rows: ``cw-det``, ``apgd-det``, ``boundary-det``, ``match``, ``segment`` (the detector-aware
@@ -131,6 +131,7 @@ from torch import Tensor
 from flows.attacks.base import AttackResult, flat_l2
 from flows.attacks.detector import LikelihoodDetector
 from flows.attacks.experiment import ENSEMBLE
+from flows.attacks.randomness import kappa_from_audit
 from flows.attacks.statistics import percentage_with_interval
 from flows.attacks.verification import observe_draws, verify_at_thresholds
 from flows.paper import (
@@ -159,7 +160,6 @@ __all__ = [
     "compute",
     "default_config",
     "generate",
-    "kappa_from_audit",
     "main",
     "plot",
     "row_key",
@@ -172,7 +172,7 @@ __all__ = [
 NAME = "table2_adaptive"
 PRIORS = ("reweight", "split")
 THREAT_MODELS = ("fixed", "deployed")
-#: The κ columns: 0, and the margin measured from the noise spread (:func:`kappa_from_audit`).
+#: The κ columns: 0, and the margin measured from the noise spread (:func:`~flows.attacks.kappa_from_audit`).
 KAPPAS = ("0", "noise")
 #: The detector-aware attacks whose worst case is the ``ensemble`` row, in tie-breaking order.
 MEMBERS: tuple[str, ...] = tuple(ENSEMBLE)
@@ -213,7 +213,7 @@ class Config:
             ``K`` (EOT) or ``M`` (decision draws) times the fixed ones, so a smaller number (the
             first of the same order) may be the affordable choice.
         threat_models: the threat models to evaluate (both by default).
-        kappa_factor: ``f`` of κ = ``f`` · median margin spread (:func:`kappa_from_audit`).
+        kappa_factor: ``f`` of κ = ``f`` · median margin spread (:func:`~flows.attacks.kappa_from_audit`).
         detector_n: test images whose bits/dim set the thresholds (None: all 10 000).
         recall_n: test images on which each experiment re-measures the threshold's recall.
         pool_size: test images (not attacked) for the ``boundary-det`` starting points and the
@@ -381,28 +381,6 @@ def row_plan(config: Config) -> list[tuple[str, str, str, str, str]]:
                     attacks = (CLASSIFICATION_ROWS if kappa == "0" else ()) + MEMBERS
                     rows += [(dataset, prior, threat, kappa, a) for a in (*attacks, "ensemble")]
     return rows
-
-
-def kappa_from_audit(margin_std: Sequence[float], factor: float) -> float:
-    r"""κ = ``factor`` · the median over images of the margin's standard deviation across draws.
-
-    .. math::
-        \kappa = f \cdot \operatorname{median}_i s_i,
-
-    ``s_i`` the standard deviation across the audit's fresh draws of image ``i``'s log-posterior
-    margin (``audit["records"][i]["margin_std"]``, :func:`flows.attacks.decision_randomness`).
-    A margin of a few ``s`` keeps an adversarial on the wrong side of the boundary in most
-    fresh draws; ``κ = 0`` leaves it on the boundary, fooling about half of them.
-
-    Raises:
-        ValueError: no spreads, a negative or non-finite one, or ``factor <= 0``.
-    """
-    values = torch.as_tensor(list(margin_std), dtype=torch.float64)
-    if values.numel() == 0 or not torch.isfinite(values).all() or (values < 0).any():
-        raise ValueError(f"margin_std must be non-empty, finite and >= 0, got {list(margin_std)}")
-    if not factor > 0:
-        raise ValueError(f"factor must be > 0, got {factor!r}")
-    return float(factor * torch.quantile(values, 0.5))
 
 
 def attack_config(config: Config, cell: _Cell, confidence: float, threshold: float):

@@ -91,6 +91,7 @@ from flows.attacks.randomness import (
     DecisionRandomness,
     DrawRecommendation,
     decision_randomness,
+    kappa_from_audit,
     recommend_draws,
 )
 from flows.attacks.sanity import (
@@ -183,6 +184,7 @@ __all__ = [
     "percentage_with_interval",
     "project_to_ball_and_box",
     "random_targets",
+    "kappa_from_audit",
     "recommend_draws",
     "repeat_draws",
     "run_sanity_checks",

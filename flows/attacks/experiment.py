@@ -102,7 +102,9 @@ verification (``attack_noise`` or ``deployed``).
 Randomness audit (``audit``, on by default; :func:`~flows.attacks.decision_randomness`): how
 often the C+1-way decision of the deployed model changes across ``verify_draws`` draws on the
 attacked clean images, and the ``K`` and ``N`` that :func:`~flows.attacks.recommend_draws` derives
-from it, beside the ones used.
+from it, beside the ones used. ``confidence="audit"`` runs it before the attacks and sets their
+κ from it (``kappa_factor`` × the median margin spread; :func:`_confidence_from_audit`), reported
+as ``confidence_rule`` and in the resolved ``config``.
 """
 
 from __future__ import annotations
@@ -154,7 +156,12 @@ from flows.attacks.criteria import (
 from flows.attacks.detector import LikelihoodDetector
 from flows.attacks.ensemble import segment_flags, verified_l2, worst_case
 from flows.attacks.likelihood_matching import LikelihoodMatching
-from flows.attacks.randomness import DecisionRandomness, decision_randomness, recommend_draws
+from flows.attacks.randomness import (
+    DecisionRandomness,
+    decision_randomness,
+    kappa_from_audit,
+    recommend_draws,
+)
 from flows.attacks.sanity import run_sanity_checks
 from flows.attacks.segment import SegmentAttack, select_other_class_images
 from flows.attacks.threat_model import ThreatModel, flows_threat_model
@@ -250,22 +257,26 @@ class ExperimentError(ValueError):
     cache made with another configuration…)."""
 
 
-class _InitialConst:
-    """The range of ``initial_const``: ``"auto"`` or a finite number > 0 (the API check and the
-    command-line type, as :class:`flows.arguments.Range`)."""
+class _NumberOrWord:
+    """The range of an option that takes a number of ``numbers`` (a
+    :class:`flows.arguments.Range`) or the one ``word``: the API check and the command-line type,
+    as :class:`flows.arguments.Range`."""
+
+    def __init__(self, word: str, numbers: Any, what: str):
+        self.word, self.numbers, self.what = word, numbers, what
 
     def describe(self) -> str:
-        return "a finite number > 0 or 'auto'"
+        return f"{self.what} or '{self.word}'"
 
     def holds(self, value: object) -> bool:
-        return value == "auto" or POSITIVE_FLOAT.holds(value)
+        return value == self.word or self.numbers.holds(value)
 
     def check(self, name: str, value: object) -> None:
         if not self.holds(value):
             raise ValueError(f"{name} must be {self.describe()}, got {value!r}")
 
     def parse(self, text: str) -> float | str:
-        if text == "auto":
+        if text == self.word:
             return text
         try:
             value = float(text)
@@ -302,7 +313,9 @@ class _Switch:
 
 
 #: ``initial_const``: ``auto`` or a number > 0.
-INITIAL_CONST = _InitialConst()
+INITIAL_CONST = _NumberOrWord("auto", POSITIVE_FLOAT, "a finite number > 0")
+#: ``confidence`` (κ): ``audit`` or a number >= 0.
+KAPPA = _NumberOrWord("audit", NONNEGATIVE_FLOAT, "a finite number >= 0")
 #: ``spherical_moves``: ``auto`` (None), ``on`` (True) or ``off`` (False).
 SWITCH = _Switch()
 #: ``decision_quorum``: in [0.5, 1).
@@ -392,8 +405,14 @@ class AttackConfig:
         "above the detector on CIFAR-10: benchmarks/table2_budget.md)",
         POSITIVE_FLOAT,
     )
-    confidence: float = option(
-        0.0, "CW and APGD: κ, log-posterior margin in nats", NONNEGATIVE_FLOAT
+    confidence: float | str = option(
+        0.0,
+        "CW and APGD: κ, log-posterior margin in nats, or 'audit': kappa_factor × the median "
+        "margin spread across fresh draws on the attacked clean images (deployed; 0 when fixed)",
+        KAPPA,
+    )
+    kappa_factor: float = option(
+        3.0, "with --confidence audit: κ in units of the median margin spread", POSITIVE_FLOAT
     )
     initial_const: float | str = option(
         "auto", "CW's first c: a number > 0, or 'auto' (linearised per example)", INITIAL_CONST
@@ -664,6 +683,10 @@ def run_experiment(
             cache made with another configuration (without ``restart``).
     """
     setup, info = _setup(model, test_x, test_y, config, dataset, progress, warn)
+    audit = None
+    if config.confidence == "audit":
+        setup, audit, info["confidence_rule"] = _confidence_from_audit(setup)
+        info["resolved"]["confidence"] = setup.config.confidence
     names = ENSEMBLE if config.attack == "ensemble" else (config.attack,)
     store = None
     if cache is not None:
@@ -706,8 +729,46 @@ def run_experiment(
             row.update(source=record["source"], segment_flags=record["segment_flags"])
     report["statistics_rules"] = list(_STATISTICS_RULES)
     report["sanity"] = _sanity(setup, results, progress) if config.sanity else None
-    report["audit"] = _audit(setup) if config.audit else None
+    if audit is None and config.audit:
+        audit = _audit(setup)
+    report["audit"] = audit
     return report, result, setup.x
+
+
+def _confidence_from_audit(setup: _Setup) -> tuple[_Setup, dict | None, dict]:
+    r"""``confidence="audit"``: κ from the randomness audit of the attacked clean images.
+
+    Deployed threat model: :math:`\kappa = f \cdot \operatorname{median}_i s_i`
+    (:func:`~flows.attacks.kappa_from_audit`, ``f = kappa_factor``), ``s_i`` the standard
+    deviation of image ``i``'s log-posterior margin across the audit's ``verify_draws`` fresh
+    draws: a minimum-norm attack that stops κ past the boundary stays there in most fresh draws,
+    where one that stops on it (κ = 0) fools about half of them. Fixed threat model: κ = 0 (one
+    draw, nothing to survive). Returns the setup with κ resolved, the audit (reported as the
+    experiment's ``audit``; None when fixed) and the rule as reported."""
+    config = setup.config
+    if not setup.deployed:
+        rule = {"rule": "audit", "value": 0.0, "why": "fixed threat model: κ = 0"}
+        return (
+            dataclasses.replace(setup, config=dataclasses.replace(config, confidence=0.0)),
+            None,
+            rule,
+        )
+    audit = _audit(setup)
+    spreads = [record["margin_std"] for record in audit["records"]]
+    kappa = kappa_from_audit(spreads, config.kappa_factor)
+    rule = {
+        "rule": "audit",
+        "value": kappa,
+        "factor": config.kappa_factor,
+        "median_margin_std": kappa_from_audit(spreads, 1.0),
+        "draws": config.verify_draws,
+        "why": "κ = kappa_factor × the median margin spread across fresh draws (the audit)",
+    }
+    return (
+        dataclasses.replace(setup, config=dataclasses.replace(config, confidence=kappa)),
+        audit,
+        rule,
+    )
 
 
 @dataclass(frozen=True)

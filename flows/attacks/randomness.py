@@ -34,6 +34,7 @@ detector rejects.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +46,13 @@ from flows.attacks.statistics import draws_for_half_width
 from flows.attacks.threat_model import ThreatModel
 from flows.measures import predictions
 
-__all__ = ["DecisionRandomness", "DrawRecommendation", "decision_randomness", "recommend_draws"]
+__all__ = [
+    "DecisionRandomness",
+    "DrawRecommendation",
+    "decision_randomness",
+    "kappa_from_audit",
+    "recommend_draws",
+]
 
 
 @dataclass(frozen=True)
@@ -296,3 +303,25 @@ def _pooled_std(stds: Tensor) -> float:
 def _median(values: Tensor) -> float:
     """The median (mean of the two middle values for an even count)."""
     return torch.quantile(values.double(), 0.5).item()
+
+
+def kappa_from_audit(margin_std: Sequence[float], factor: float) -> float:
+    r"""κ = ``factor`` · the median over images of the margin's standard deviation across draws.
+
+    .. math::
+        \kappa = f \cdot \operatorname{median}_i s_i,
+
+    ``s_i`` the standard deviation across the audit's fresh draws of image ``i``'s log-posterior
+    margin (``audit["records"][i]["margin_std"]``, :func:`flows.attacks.decision_randomness`).
+    A margin of a few ``s`` keeps an adversarial on the wrong side of the boundary in most
+    fresh draws; ``κ = 0`` leaves it on the boundary, fooling about half of them.
+
+    Raises:
+        ValueError: no spreads, a negative or non-finite one, or ``factor <= 0``.
+    """
+    values = torch.as_tensor(list(margin_std), dtype=torch.float64)
+    if values.numel() == 0 or not torch.isfinite(values).all() or (values < 0).any():
+        raise ValueError(f"margin_std must be non-empty, finite and >= 0, got {list(margin_std)}")
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor!r}")
+    return float(factor * torch.quantile(values, 0.5))

@@ -16,7 +16,9 @@ stage                     what it measures (the code it calls)
                           thresholds at chosen recalls
 ``likelihood_terms``      eq. 5's data and class terms (:func:`flows.analysis.likelihood_terms`)
 ``attacks``               Table 2's ensemble through :func:`flows.attacks.experiment.run_experiment`
-                          (EOT when the model is randomised), its sanity checks, the worst case
+                          (EOT when the model is randomised, and CW / APGD aiming ``kappa_factor``
+                          margin spreads past the boundary: ``confidence="audit"``), its sanity
+                          checks, the worst case
 ``interpolation``         Figure 3 (:func:`flows.analysis.evaluate_paths`, ``summarise_paths``)
 ``outliers``              Figure 4 (:func:`flows.analysis.wrong_class_nll`, ``outlier_summary``)
 ``calibration``           found / optimal distance of each attack, for a model with
@@ -153,6 +155,7 @@ from flows.attacks.base import batches
 from flows.attacks.detector import LikelihoodDetector
 from flows.attacks.experiment import (
     GRADIENT_ATTACKS,
+    KAPPA,
     SUCCESS_RULE,
     AttackConfig,
     ExperimentError,
@@ -290,6 +293,16 @@ class ReportConfig:
     apgd_steps: int = option(50, "APGD: steps", POSITIVE_INT)
     boundary_steps: int = option(3000, "Boundary: steps", POSITIVE_INT)
     max_queries: int = option(5000, "Boundary: queries per input", POSITIVE_INT)
+    confidence: float | str = option(
+        "audit",
+        "CW and APGD: κ, the log-posterior margin past the boundary (nats), or 'audit': "
+        "kappa_factor × the median margin spread across fresh draws on the attacked inputs "
+        "(deployed threat model; 0 under the fixed one)",
+        KAPPA,
+    )
+    kappa_factor: float = option(
+        3.0, "with confidence 'audit': κ in margin spreads", POSITIVE_FLOAT
+    )
     boundary_starts: str = option(
         "pool+midpoint",
         "Boundary: starting points: pool (Section 6.2's) or pool+midpoint (also the "
@@ -887,6 +900,8 @@ def _stage_attacks(run: _Run, done: dict, store: _StageStore | None) -> dict:
         boundary_steps=config.boundary_steps,
         max_queries=config.max_queries,
         boundary_starts=config.boundary_starts,
+        confidence=config.confidence,
+        kappa_factor=config.kappa_factor,
         match_steps=config.match_steps,
         segment_grid=config.segment_grid,
         pool_size=config.pool_size,
@@ -977,6 +992,8 @@ def _attack_summary(run: _Run, report: dict, attack_config: AttackConfig) -> dic
         "threat_model": attack_config.threat_model,
         "eot": attack_config.eot_draws,
         "verify_draws": attack_config.verify_draws,
+        "confidence": report["config"]["confidence"],
+        "confidence_rule": report.get("confidence_rule"),
         "verification": primary,
         "n": n,
         "attacked_indices": [int(run.indices[i]) for i in report["attacked_indices"]],
@@ -1787,7 +1804,8 @@ def _blocks(data: Mapping) -> list[tuple]:
                 f"{attacks['n']} correctly classified inputs, ε = {_fmt(attacks['eps'])} (L2), detector "
                 f"threshold {_fmt(attacks['threshold_bits_per_dim'], 5)} bits/dim (recall "
                 f"{attacks['recall']:g}), {attacks['threat_model']} threat model, EOT "
-                f"{attacks['eot']}, verification '{attacks['verification']}' "
+                f"{attacks['eot']}, CW and APGD margin κ = {_fmt(attacks.get('confidence', 0.0))} "
+                f"nats, verification '{attacks['verification']}' "
                 f"({attacks['verify_draws']} draws). Percentages: verified, with Wilson 95% "
                 f"intervals. White vs black box: {comparison['detail']}.",
             ),

@@ -256,7 +256,9 @@ ATTACKS = _object(
         "sanity": _nullable(OPEN_OBJECT),
         "audit": _nullable(OPEN_OBJECT),
         "experiment": OPEN_OBJECT,
-    }
+    },
+    # added without a version bump: reports written before them stay valid
+    {"confidence": NUMBER, "confidence_rule": _nullable(OPEN_OBJECT)},
 )
 INTERPOLATION = _object(
     {

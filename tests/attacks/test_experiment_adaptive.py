@@ -175,6 +175,39 @@ def test_claims_that_do_not_survive_fresh_noise_do_not_count(toy):
     assert all(r["success_undetected"] for r in confident["records"])
 
 
+def test_confidence_from_the_audit_is_the_factor_times_the_median_margin_spread(toy):
+    """``confidence="audit"``: deployed, κ = kappa_factor × the median over the attacked images of
+    their margin's spread across the audit's draws (recomputed from the reported audit), the
+    attacks run at that κ (the same report as an explicit κ), and CW's adversarials then fool
+    fresh draws more often than at κ = 0; fixed threat model: κ = 0 and no extra audit."""
+    model, x, y = toy
+    deployed = config("cw", "deployed", n=6, confidence="audit", kappa_factor=2.0)
+    report, _, _ = run_experiment(model, x, y, deployed, progress=False)
+    spreads = [r["margin_std"] for r in report["audit"]["records"]]
+    kappa = 2.0 * statistics.median(spreads)
+    rule = report["confidence_rule"]
+    assert kappa > 0 and rule["value"] == pytest.approx(kappa)
+    assert rule["median_margin_std"] == pytest.approx(statistics.median(spreads))
+    assert report["config"]["confidence"] == pytest.approx(kappa)
+    explicit = config("cw", "deployed", n=6, confidence=rule["value"], kappa_factor=2.0)
+    same, _, _ = run_experiment(model, x, y, explicit, progress=False)
+    assert [r["l2"] for r in same["records"]] == [r["l2"] for r in report["records"]]
+    plain, _, _ = run_experiment(model, x, y, config("cw", "deployed", n=6), progress=False)
+
+    def fooled(made):
+        return [r["p_fool"] for r in made["records"]]
+
+    assert min(fooled(report)) > min(fooled(plain)) and min(fooled(plain)) < 0.5
+    assert statistics.mean(fooled(report)) > statistics.mean(fooled(plain))
+    fixed, _, _ = run_experiment(
+        model, x, y, config("cw", n=6, confidence="audit", audit=False), progress=False
+    )
+    assert fixed["confidence_rule"]["value"] == 0.0 and fixed["config"]["confidence"] == 0.0
+    assert fixed["audit"] is None
+    with pytest.raises(ValueError, match="confidence"):
+        config("cw", confidence="margin")
+
+
 def test_at_eps_equals_a_verification_made_at_eps(toy):
     """One verification without a budget serves every ε (the sanity checks' grid)."""
     model, x, y = toy

@@ -282,6 +282,11 @@ def test_a_randomised_model_attacked_without_eot_is_flagged():
     deployed = evaluate(Noisy(), data, threat_model="deployed", eot=2, **options)
     assert "randomised_without_eot" not in deployed.flags
     assert deployed["attacks"]["verification"] == "deployed"
+    # κ from the audit: 3 margin spreads; the margin's noise is N(0, 2 · 0.5²), spread ≈ 0.71
+    rule = deployed["attacks"]["confidence_rule"]
+    assert deployed["attacks"]["confidence"] == pytest.approx(3 * rule["median_margin_std"])
+    assert 0.3 < rule["median_margin_std"] < 1.2
+    assert fixed["attacks"]["confidence"] == 0.0
 
 
 def without_timings(path):
