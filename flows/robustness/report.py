@@ -156,6 +156,7 @@ from flows.attacks.detector import LikelihoodDetector
 from flows.attacks.experiment import (
     GRADIENT_ATTACKS,
     KAPPA,
+    QUORUM,
     SUCCESS_RULE,
     AttackConfig,
     ExperimentError,
@@ -302,6 +303,14 @@ class ReportConfig:
     )
     kappa_factor: float = option(
         3.0, "with confidence 'audit': κ in margin spreads", POSITIVE_FLOAT
+    )
+    decision_quorum: float = option(
+        0.8,
+        "Boundary, deployed: a point is adversarial when it holds in more than "
+        "this fraction of its decision draws (0.5, a majority, leaves the walk where fresh "
+        "draws fool about half the time and the verification rejects most of its adversarials; "
+        "0.8 as Table 2, benchmarks/table2_budget.md)",
+        QUORUM,
     )
     boundary_starts: str = option(
         "pool+midpoint",
@@ -900,6 +909,7 @@ def _stage_attacks(run: _Run, done: dict, store: _StageStore | None) -> dict:
         boundary_steps=config.boundary_steps,
         max_queries=config.max_queries,
         boundary_starts=config.boundary_starts,
+        decision_quorum=config.decision_quorum,
         confidence=config.confidence,
         kappa_factor=config.kappa_factor,
         match_steps=config.match_steps,
