@@ -38,11 +38,21 @@ FIGURES: dict[str, str] = {
     "figure4": "paper_figures.figure4",
     "section4_eq5": "paper_figures.section4_eq5",
     "appendix_b": "paper_figures.appendix_b",
+    "cw_detection": "paper_figures.cw_detection",
 }
 
 #: Items computed from the trained runs and the test sets (the others need neither).
 NEEDS_DATA: frozenset[str] = frozenset(
-    {"table1", "table2", "figure1", "figure3", "figure4", "section4_eq5", "appendix_b"}
+    {
+        "table1",
+        "table2",
+        "figure1",
+        "figure3",
+        "figure4",
+        "section4_eq5",
+        "appendix_b",
+        "cw_detection",
+    }
 )
 
 
