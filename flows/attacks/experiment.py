@@ -427,7 +427,7 @@ class AttackConfig:
     )
     boundary_steps: int = option(5000, "Boundary: maximum steps per image", POSITIVE_INT)
     max_queries: int | None = option(
-        5000, "Boundary: query budget per image (a decision costs M queries)", POSITIVE_INT
+        5000, "Boundary: query budget per image (a decision costs at most M queries)", POSITIVE_INT
     )
     proposal_scale: int = option(
         1,

@@ -319,41 +319,61 @@ def test_spherical_moves_default_follows_the_criterion(two_gaussian, class0_poin
 def test_decision_draws_on_a_deterministic_model_only_repeat_the_queries(
     two_gaussian, class0_points
 ):
-    """With equal draws every vote is unanimous: the same walk, M× the queries, on a ThreatModel
-    and on a labels-only DecisionModel."""
+    """With equal draws every vote is unanimous: the same walk, on a ThreatModel and on a
+    labels-only DecisionModel; M = 3 at quorum 1/2 needs 2 votes, and a unanimous vote is
+    certain after 2 draws, so every decision costs 2 queries."""
     x, y = class0_points
     tm = ThreatModel(two_gaussian.class_log_likelihoods, num_classes=2)
     for model in (tm, classify(two_gaussian)):
         one = BoundaryAttack(steps=100, seed=1)(model, x, Misclassified(y))
         three = BoundaryAttack(steps=100, seed=1, decision_draws=3)(model, x, Misclassified(y))
         assert torch.equal(three.adversarial, one.adversarial)
-        assert torch.equal(three.queries, 3 * one.queries)
+        assert torch.equal(three.queries, 2 * one.queries)
 
 
-def test_decision_draws_are_one_batched_call_and_a_strict_vote():
-    """A labels-only model whose decisions are given per row: each query is one call of M·n
-    rows (draw-major), and a point is adversarial only when more than quorum·M rows are."""
+def test_decision_draws_are_a_sequential_strict_vote():
+    """A labels-only model whose verdicts are scripted per example, draw after draw: each round
+    is one batched call (draw-major) of M - v + 1 draws per open point (v: the votes needed), a
+    point stops drawing once its outcome is certain, and the verdict is the full vote's: more
+    than quorum·M of the M draws."""
+    scripts: dict[int, list[int]] = {}
+    drawn: dict[int, int] = {}
     calls = []
-    votes = {"for": 2}  # rows k < votes["for"] of each example's M rows say "adversarial"
 
     def decision_fn(z):
         calls.append(len(z))
-        draw = torch.arange(len(z)) // (len(z) // 4)  # 4 draws: row k·n + i is draw k
-        return (draw < votes["for"]).long()
+        example = (z[:, 0] > 0).long()  # example 0 is the point -0.25·1, example 1 +0.25·1
+        out = torch.empty(len(z), dtype=torch.long)
+        for e in example.unique().tolist():
+            rows = torch.nonzero(example == e).flatten()  # its draws, in order
+            out[rows] = torch.tensor(scripts[e][drawn[e] : drawn[e] + len(rows)])
+            drawn[e] += len(rows)
+        return out  # label 1: adversarial for y = 0
 
-    x = torch.zeros(2, 3, dtype=torch.float64)
+    x = torch.tensor([[-0.25] * 3, [0.25] * 3], dtype=torch.float64)
     y = torch.zeros(2, dtype=torch.long)
-    attack = BoundaryAttack(steps=0, init_binary_steps=0, decision_draws=4)
-    # a tie is not a majority: the clean inputs, then the starting points are queried
-    for votes["for"], adversarial, queried in ((2, False, 2), (3, True, 1)):
+
+    def run(attack, script0, script1):
+        scripts.update({0: script0, 1: script1})
+        drawn.update({0: 0, 1: 0})
         calls.clear()
-        result = attack(decide(decision_fn), x, Misclassified(y), starts=x)
-        assert calls == [4 * 2] * queried  # both examples at once, 4 draws each
-        assert result.success.tolist() == [adversarial] * 2
-        assert (result.queries == 4 * queried).all()
-    strict = BoundaryAttack(steps=0, decision_draws=4, decision_quorum=0.75)
-    votes["for"] = 3  # 3 of 4 is not more than 0.75·4
-    assert not strict(decide(decision_fn), x, Misclassified(y), starts=x).success.any()
+        # steps=0: the clean inputs are decided, then the starting points (= x)
+        return attack(decide(decision_fn), x, Misclassified(y), starts=x)
+
+    # M = 4, quorum 1/2: 3 votes needed, rounds of 2 draws
+    majority = BoundaryAttack(steps=0, init_binary_steps=0, decision_draws=4)
+    result = run(majority, [0, 0, 1, 1, 1, 0], [0, 1, 1, 0, 1, 0, 0, 0])
+    # clean: example 0 rejected after 2 misses, example 1 after 4 draws (2 votes, a tie);
+    # starts: example 0 accepted at its 3rd vote, example 1 rejected at its 3rd miss
+    assert calls == [2 * 2, 2, 2 * 2, 2 * 2]
+    assert result.success.tolist() == [True, False]
+    assert result.queries.tolist() == [2 + 4, 4 + 4]
+    # quorum 3/4: every draw must vote (more than 3 of 4), rounds of 1 draw
+    strict = BoundaryAttack(steps=0, init_binary_steps=0, decision_draws=4, decision_quorum=0.75)
+    result = run(strict, [1, 1, 1, 0, 1, 1, 1, 1], [0, 1, 1, 1, 0])
+    assert result.success.tolist() == [True, False]
+    assert result.queries.tolist() == [4 + 4, 1 + 4]
+    assert calls == [2, 1, 1, 1] + [2] * 4
 
 
 def test_decision_draws_never_exceed_the_query_budget(two_gaussian, class0_points):
@@ -378,7 +398,7 @@ def test_modified_boundary_attack_with_decision_draws(two_gaussian):
     )
     assert one.success.all()
     assert torch.equal(three.adversarial, one.adversarial)
-    assert torch.equal(three.queries, 3 * one.queries)
+    assert torch.equal(three.queries, 2 * one.queries)  # unanimous votes: 2 of 3 draws decide
 
 
 def test_decision_draws_validation():

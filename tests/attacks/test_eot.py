@@ -178,7 +178,6 @@ def test_boundary_majority_decisions_survive_fresh_draws_more_often(noisy):
         attack = BoundaryAttack(steps=300, seed=0, decision_draws=draws, decision_quorum=quorum)
         result = attack(fresh(noisy, 0), x, Misclassified(y))
         assert result.success.all()
-        assert (result.queries % draws == 0).all()
         measured, se = survival_under_fresh_draws(noisy, result.adversarial)
         expected = noisy.fooling_probability(result.adversarial)
         assert ((measured - expected).abs() <= 4 * se).all()
