@@ -43,9 +43,9 @@ bits/dim would reject every MNIST test image), so ``T`` is set at the paper's re
 test bits/dim (as every Section 6 item does). The images are attacked as given (8-bit values
 ``k/256 − 0.5``, not dequantised) under one fixed noise draw (the attacker knows it: the paper's
 setting); the adversarials are also rounded to the nearest valid 8-bit image and evaluated again
-(``cw.rounded_8bit``: whether they still fool the classifier, undetected). The default runs are the deep Reweight run
-(``cpu-mnist-deep-reweight``) and the standard Split run (``cpu-mnist-split``); any run folder
-``cpu-mnist-*`` or ``cpu-cifar-*`` can be named instead.
+(``cw.rounded_8bit``: whether they still fool the classifier, undetected). The default runs are Table 1's MNIST
+Reweight and Split runs (:data:`paper_figures.trained.TABLE1_RUNS`: ``cpu-mnist-deep-reweight``,
+``cpu-mnist-deep-split``); any run folder ``cpu-mnist-*`` or ``cpu-cifar-*`` can be named instead.
 
 **Cost** (measured with one torch thread on the shared 2-core CPU, load ≈ 3): the defaults take
 about 19 minutes: CW-L2 10.4 s per image on ``cpu-mnist-deep-reweight`` and 6.0 s on
@@ -121,7 +121,10 @@ class Config:
             (relative) with it; a rerun with the same batches reproduces it exactly.
     """
 
-    run_names: tuple[str, ...] = ("cpu-mnist-deep-reweight", "cpu-mnist-split")
+    run_names: tuple[str, ...] = (
+        trained.TABLE1_RUNS["mnist", "reweight"],
+        trained.TABLE1_RUNS["mnist", "split"],
+    )
     n: int = 50
     detector_n: int | None = None
     cw_binary_search_steps: int = _PACKAGE_CW.binary_search_steps

@@ -144,7 +144,12 @@ def test_data_root_errors_name_the_variable(tmp_path):
 
 
 def test_run_dir_follows_the_context(tmp_path):
-    assert trained.run_dir("mnist", "split", Context()) == RUNS_ROOT / "cpu-mnist-split"
+    assert trained.run_dir("mnist", "split", Context()) == RUNS_ROOT / "cpu-mnist-deep-split"
+    assert trained.run_dir("mnist", "deep-split", Context()) == RUNS_ROOT / "cpu-mnist-deep-split"
+    assert trained.run_dir("mnist", "laplace-2ep", Context()) == RUNS_ROOT / "cpu-mnist-laplace-2ep"
+    # every Table 1 run is committed (the figures and notebooks read them)
+    for name in trained.TABLE1_RUNS.values():
+        assert (RUNS_ROOT / name / "checkpoint.pt").is_file(), name
     assert trained.run_dir("cifar10", "base", Context(runs_root=tmp_path)) == (
         tmp_path / "cpu-cifar-base"
     )
