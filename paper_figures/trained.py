@@ -144,12 +144,16 @@ class RunStatistics:
             image x, with padding and noise channels drawn once for all images (shared noise).
         labels: ``(N,)`` true classes.
         num_dims: D of the bits/dim convention.
+        class_scores: ``(N, C)`` float64 from the same encoding, the scores the model classifies
+            by (:meth:`flows.ConditionalGlow.class_scores`: the ``z_s`` logits of the Split prior,
+            the class log-likelihoods otherwise); :attr:`predictions` take their argmax.
     """
 
     class_log_likelihoods: Tensor
     labels: Tensor
     num_dims: int
     noise_seed: int
+    class_scores: Tensor
 
     @property
     def log_prob(self) -> Tensor:
@@ -163,8 +167,8 @@ class RunStatistics:
 
     @property
     def predictions(self) -> Tensor:
-        """``(N,)`` argmax_c p(y=c|x)."""
-        return predictions(self.class_log_likelihoods)
+        """``(N,)`` argmax_c p(y=c|x), by the model's classification rule (:attr:`class_scores`)."""
+        return predictions(self.class_scores)
 
     @property
     def correct(self) -> Tensor:
@@ -185,8 +189,8 @@ def _statistics_cached(
 
     model = load_run(dataset, prior, context)
     x, y = ordered_test_set(dataset, context, n)
-    fn = FixedNoise(model.class_log_likelihoods, noise_seed)
-    chunks = []
+    fn = FixedNoise(model.class_scores_and_log_likelihoods, noise_seed)
+    scores, lls = [], []
     with torch.no_grad():
         for start in tqdm(
             range(0, len(x), batch_size),
@@ -194,8 +198,10 @@ def _statistics_cached(
             leave=False,
             disable=None,
         ):
-            chunks.append(fn(x[start : start + batch_size]).double())
-    return RunStatistics(torch.cat(chunks), y, model.num_dims, noise_seed)
+            score, ll = fn(x[start : start + batch_size])
+            scores.append(score.double())
+            lls.append(ll.double())
+    return RunStatistics(torch.cat(lls), y, model.num_dims, noise_seed, torch.cat(scores))
 
 
 def run_statistics(

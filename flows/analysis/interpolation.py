@@ -6,7 +6,9 @@ For images :math:`x_0, x_1` of classes :math:`y_0 \ne y_1` and :math:`\alpha \in
 
 so :math:`x_{\alpha=0} = x_0` and :math:`x_{\alpha=1} = x_1` exactly. Along each path a model gives
 ``log p(x_α | c)`` for every class from one encoding, hence ``log p(x_α)``, bits/dim and the
-posteriors ``p(y0 | x_α)``, ``p(y1 | x_α)`` (Bayes' rule, uniform class prior).
+posteriors ``p(y0 | x_α)``, ``p(y1 | x_α)`` by the model's own classification rule: the softmax of
+its ``class_scores`` (:meth:`flows.ConditionalGlow.class_scores`: the ``z_s`` logits of the Split
+prior), or Bayes' rule with a uniform class prior for a model without them.
 
 Conventions (decided once here):
 
@@ -86,6 +88,8 @@ class PathStatistics:
         y0, y1: ``(P,)`` the classes of the endpoints ``x0`` (α = 0) and ``x1`` (α = 1).
         num_dims: ``D`` of the bits/dim convention.
         noise_seed: seed of the fixed model noise.
+        class_scores: ``(P, A, C)`` float64, the scores the model classifies by (softmax:
+            ``p(y | x_α)``); None: the class log-likelihoods (Bayes' rule).
     """
 
     alphas: Tensor
@@ -94,6 +98,7 @@ class PathStatistics:
     y1: Tensor
     num_dims: int
     noise_seed: int
+    class_scores: Tensor | None = None
 
     @property
     def num_paths(self) -> int:
@@ -111,8 +116,10 @@ class PathStatistics:
 
     @property
     def posteriors(self) -> Tensor:
-        """``(P, A, C)`` ``p(y = c | x_α)``: softmax of the class log-likelihoods."""
-        return torch.softmax(self.class_log_likelihoods, dim=-1)
+        """``(P, A, C)`` ``p(y = c | x_α)``: softmax of the class scores (of the class
+        log-likelihoods when the model has none)."""
+        scores = self.class_log_likelihoods if self.class_scores is None else self.class_scores
+        return torch.softmax(scores, dim=-1)
 
     @property
     def p_y0(self) -> Tensor:
@@ -142,7 +149,9 @@ def evaluate_paths(
     """Evaluate ``model`` at every interpolant of every pair, one encoding per image.
 
     ``model`` has ``class_log_likelihoods(x, generator=..., shared_noise=...) -> (B, C)`` and
-    ``num_dims`` (a :class:`flows.ConditionalGlow`). The ``P·A`` interpolants are built chunk by
+    ``num_dims`` (a :class:`flows.ConditionalGlow`); when it also has
+    ``class_scores_and_log_likelihoods`` (the same signature, returning both from one encoding)
+    the posteriors are its class scores'. The ``P·A`` interpolants are built chunk by
     chunk (never all at once) and encoded in batches of ``batch_size`` under :class:`FixedNoise`
     with ``noise_seed``, inside ``torch.no_grad``; the result does not depend on ``batch_size``.
 
@@ -151,7 +160,8 @@ def evaluate_paths(
         alphas: ``(A,)`` coefficients (e.g. :func:`alpha_grid`).
 
     Returns:
-        :class:`PathStatistics` with ``(P, A, C)`` float64 class log-likelihoods.
+        :class:`PathStatistics` with ``(P, A, C)`` float64 class log-likelihoods (and class
+        scores).
     """
     _check_pairs(x0, x1)
     _check_alphas(alphas)
@@ -162,37 +172,44 @@ def evaluate_paths(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     num_pairs, num_alphas = len(x0), len(alphas)
-    fn = FixedNoise(model.class_log_likelihoods, noise_seed)
-    chunks = []
+    joint = getattr(model, "class_scores_and_log_likelihoods", None)
+    fn = FixedNoise(model.class_log_likelihoods if joint is None else joint, noise_seed)
+    scores, lls = [], []
     with torch.no_grad():
         for start in range(0, num_pairs * num_alphas, batch_size):
             flat = torch.arange(start, min(start + batch_size, num_pairs * num_alphas))
             pair, step = flat // num_alphas, flat % num_alphas
-            chunks.append(fn(_mix(x0[pair], x1[pair], alphas[step])).double())
-    values = torch.cat(chunks).reshape(num_pairs, num_alphas, -1)
+            out = fn(_mix(x0[pair], x1[pair], alphas[step]))
+            score, ll = (out, out) if joint is None else out
+            scores.append(score.double())
+            lls.append(ll.double())
+    shape = (num_pairs, num_alphas, -1)
     return PathStatistics(
         alphas=alphas.double(),
-        class_log_likelihoods=values,
+        class_log_likelihoods=torch.cat(lls).reshape(shape),
         y0=y0,
         y1=y1,
         num_dims=model.num_dims,
         noise_seed=noise_seed,
+        class_scores=torch.cat(scores).reshape(shape),
     )
 
 
 def eligible_endpoints(
-    class_log_likelihoods: Tensor, labels: Tensor, bits_per_dim: Tensor, threshold: float
+    class_scores: Tensor, labels: Tensor, bits_per_dim: Tensor, threshold: float
 ) -> Tensor:
-    """``(N,)`` bool: correctly classified (argmax_c log p(x|c) = label) and undetected
-    (``bits_per_dim <= threshold``) — the paper's condition on interpolation endpoints."""
-    if class_log_likelihoods.dim() != 2 or labels.shape != class_log_likelihoods.shape[:1]:
+    """``(N,)`` bool: correctly classified (the argmax of ``class_scores`` ``(N, C)``, the model's
+    rule: its class scores, or the class log-likelihoods for Bayes' rule, equals the label) and
+    undetected (``bits_per_dim <= threshold``) — the paper's condition on interpolation
+    endpoints."""
+    if class_scores.dim() != 2 or labels.shape != class_scores.shape[:1]:
         raise ValueError(
-            f"expected (N, C) class log-likelihoods and (N,) labels, got "
-            f"{tuple(class_log_likelihoods.shape)} and {tuple(labels.shape)}"
+            f"expected (N, C) class scores and (N,) labels, got "
+            f"{tuple(class_scores.shape)} and {tuple(labels.shape)}"
         )
     if bits_per_dim.shape != labels.shape:
         raise ValueError(f"expected bits_per_dim shaped {tuple(labels.shape)}")
-    return (predictions(class_log_likelihoods) == labels) & (bits_per_dim <= threshold)
+    return (predictions(class_scores) == labels) & (bits_per_dim <= threshold)
 
 
 def select_pairs(

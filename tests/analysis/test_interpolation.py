@@ -228,3 +228,36 @@ def test_the_analyses_fix_the_noise_with_its_one_home():
     for name in ("interpolation", "likelihood_terms"):  # the package shadows likelihood_terms
         module = importlib.import_module(f"flows.analysis.{name}")
         assert module.FixedNoise is FixedNoise, name
+
+
+def test_posteriors_follow_the_models_classification_rule(tiny_model, images):
+    """The tiny Split GLOW classifies by its z_s logits: the path's posteriors are their softmax
+    (what ``predict_proba`` gives on the same noise), its bits/dim the class log-likelihoods'."""
+    x0, x1 = images[:2], images[2:4]
+    y0, y1 = torch.tensor([0, 1]), torch.tensor([1, 0])
+    alphas = alpha_grid(3)
+    stats = evaluate_paths(tiny_model, x0, x1, y0, y1, alphas, noise_seed=4)
+    points = interpolate(x0, x1, alphas).flatten(0, 1)
+    expected = FixedNoise(tiny_model.predict_proba, 4)(points).double().reshape(2, 3, -1)
+    torch.testing.assert_close(stats.posteriors, expected, **FLOAT32)
+    lls = FixedNoise(tiny_model.class_log_likelihoods, 4)(points).double().reshape(2, 3, -1)
+    torch.testing.assert_close(stats.class_log_likelihoods, lls, **FLOAT32)
+    # (untrained, its z_n density is still class-independent: the rules agree here, so the toy
+    # below, whose scores are not its likelihoods, tells them apart)
+
+    class Reversed(GaussianToy):
+        """Classifies by the negated class log-likelihoods (a rule that is not Bayes')."""
+
+        def class_scores_and_log_likelihoods(self, x, generator=None, shared_noise=False):
+            lls = self.class_log_likelihoods(x, generator, shared_noise)
+            return -lls, lls
+
+    means = torch.stack([torch.full((1, 8, 8), -0.1), torch.full((1, 8, 8), 0.1)])
+    plain = evaluate_paths(GaussianToy(means), x0, x1, y0, y1, alphas)
+    torch.testing.assert_close(plain.posteriors, torch.softmax(plain.class_log_likelihoods, -1))
+    reversed_ = evaluate_paths(Reversed(means), x0, x1, y0, y1, alphas)
+    torch.testing.assert_close(reversed_.class_log_likelihoods, plain.class_log_likelihoods)
+    torch.testing.assert_close(reversed_.bits_per_dim, plain.bits_per_dim)
+    torch.testing.assert_close(
+        reversed_.posteriors, torch.softmax(-plain.class_log_likelihoods, -1)
+    )

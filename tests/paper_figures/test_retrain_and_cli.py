@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import paper_figures
 from paper_figures import Context, cli, retrain, trained
@@ -177,3 +178,15 @@ def test_no_library_function_is_collected_as_a_test():
         module = importlib.import_module(f"paper_figures.{info.name}")
         names = [n for n in vars(module) if n.startswith(("test", "Test"))]
         assert not names, f"paper_figures.{info.name} defines {names}"
+
+
+def test_run_statistics_classify_by_the_models_rule():
+    """Predictions take the argmax of the class scores (the Split prior's z_s logits), bits/dim
+    come from the class log-likelihoods: the two differ when the rules disagree."""
+    lls = torch.tensor([[-10.0, -12.0], [-11.0, -10.5]], dtype=torch.float64)
+    scores = torch.tensor([[0.0, 1.0], [2.0, 0.0]], dtype=torch.float64)  # the other class each
+    stats = trained.RunStatistics(lls, torch.tensor([1, 0]), 4, 0, scores)
+    assert stats.predictions.tolist() == [1, 0] and stats.correct.all()
+    bayes = trained.RunStatistics(lls, torch.tensor([1, 0]), 4, 0, lls)
+    assert bayes.predictions.tolist() == [0, 1] and not bayes.correct.any()
+    torch.testing.assert_close(stats.bits_per_dim, bayes.bits_per_dim)
