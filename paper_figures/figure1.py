@@ -103,9 +103,7 @@ def compute(config: Config, context: Context) -> dict:
         stats = trained.run_statistics(dataset, config.prior, context, config.num_test)
         detector = trained.paper_detector(dataset, config.prior, context, config.num_test)
         x, y = trained.ordered_test_set(dataset, context, config.num_test)
-        eligible = eligible_endpoints(
-            stats.class_log_likelihoods, y, stats.bits_per_dim, detector.threshold
-        )
+        eligible = eligible_endpoints(stats.class_scores, y, stats.bits_per_dim, detector.threshold)
         i0, i1 = select_pairs(y, eligible, 1, config.pair_seed)
         args = (model, x[i0], x[i1], y[i0], y[i1])
         curve = evaluate_paths(

@@ -92,9 +92,7 @@ def compute(config: Config, context: Context) -> dict:
         stats = trained.run_statistics(dataset, config.prior, context, config.num_test)
         detector = trained.paper_detector(dataset, config.prior, context, config.num_test)
         x, y = trained.ordered_test_set(dataset, context, config.num_test)
-        eligible = eligible_endpoints(
-            stats.class_log_likelihoods, y, stats.bits_per_dim, detector.threshold
-        )
+        eligible = eligible_endpoints(stats.class_scores, y, stats.bits_per_dim, detector.threshold)
         i0, i1 = select_pairs(y, eligible, config.num_pairs, config.pair_seed)
         paths = evaluate_paths(
             model,
