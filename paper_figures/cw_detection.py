@@ -47,11 +47,11 @@ setting); the adversarials are also rounded to the nearest valid 8-bit image and
 Reweight and Split runs (:data:`paper_figures.trained.TABLE1_RUNS`: ``cpu-mnist-deep-reweight``,
 ``cpu-mnist-deep-split``); any run folder ``cpu-mnist-*`` or ``cpu-cifar-*`` can be named instead.
 
-**Cost** (measured with one torch thread on the shared 2-core CPU, load ≈ 3): the defaults take
-about 19 minutes: CW-L2 10.4 s per image on ``cpu-mnist-deep-reweight`` and 6.0 s on
-``cpu-mnist-split`` (median 790 model evaluations per image: the early abort stops well before
-9 × 300), CW-det 11.7 and 6.0 s per image (10 images each), the detector's 10 000 test images
-about a minute per run. Quick mode: about 25 s.
+**Cost** (measured with one torch thread on the shared 2-core CPU, load ≈ 3–4): the defaults take
+about 35 minutes: CW-L2 17.2 s per image on ``cpu-mnist-deep-reweight`` and 14.4 s on
+``cpu-mnist-deep-split`` (the early abort stops well before 9 × 300), CW-det 17.9 and 11.8 s per
+image (10 images each), the detector's 10 000 test images a few minutes per run. Quick mode:
+about 25 s.
 """
 
 from __future__ import annotations

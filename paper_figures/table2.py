@@ -181,6 +181,16 @@ def attack_config(config: Config, attack: str, threshold: float):
     )
 
 
+def _cw_budget(config: Config) -> str:
+    """CW-L2's budget as the cells run it (read from their :class:`flows.attack.AttackConfig`)."""
+    cell = attack_config(config, "cw", 0.0)
+    return (
+        f"{cell.binary_search_steps} binary-search steps × {cell.cw_steps} Adam steps in "
+        f"{'x (box) space' if cell.cw_space == 'box' else 'tanh space'} (step {cell.stepsize:g}, "
+        f"initial constant {cell.initial_const}, κ = {cell.confidence}, abort early)"
+    )
+
+
 def _image_hex(image: torch.Tensor) -> dict:
     """An image in [0, 1], ``(C, H, W)``, as 8-bit hex (compact enough for numbers.json)."""
     pixels = (image.detach().double().clamp(0, 1) * 255).round().to(torch.uint8)
@@ -316,8 +326,7 @@ def compute(config: Config, context: Context) -> dict:
         "budgets": {
             "ours": {
                 "n_per_cell": config.n,
-                "cw": f"{config.cw_binary_search_steps} binary-search steps × {config.cw_steps} "
-                "Adam steps (lr 1e-2, initial constant 1e-3, κ = 0, abort early)",
+                "cw": _cw_budget(config),
                 "boundary": f"{config.boundary_queries} queries per image (initialisation "
                 "included); boundary-det starts from a test image of the target class",
                 "detector": "threshold at the paper's recall on "
