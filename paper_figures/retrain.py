@@ -65,6 +65,7 @@ RUN_SPECS: tuple[RunSpec, ...] = (
     # issue 18: the deeper MNIST preset (20 epochs, lr ÷10 after 10), for the MNIST regeneration
     RunSpec("cpu-mnist-deep-reweight", "cpu-mnist-deep", "reweight", "mnist"),
     RunSpec("cpu-mnist-deep-split", "cpu-mnist-deep", "split", "mnist"),  # σ = 0.5, w = 1: defaults
+    RunSpec("cpu-mnist-deep-base", "cpu-mnist-deep", "base", "mnist"),
 )
 
 
