@@ -92,7 +92,8 @@ configuration is refused (:class:`ExperimentError` naming the option; ``restart=
 
 Sanity checks (``sanity``, Carlini et al. 2019; :func:`~flows.attacks.run_sanity_checks`), on the
 first ``sanity_n`` attacked images (default 20) to keep the reruns affordable: the unbounded
-attack (ε = ∞) breaks every image; success does not fall over ε ∈ {¼, ½, 1, 2}·ε (minimum-norm
+attack (ε = ∞; APGD, a fixed-ε attack: the ε-doubling search of
+:meth:`_SanityRuns.unbounded`) breaks every image; success does not fall over ε ∈ {¼, ½, 1, 2}·ε (minimum-norm
 attacks: from their verified L2; APGD: reruns at each ε); twice the iterations (and, deployed,
 twice the EOT / decision draws) does not raise success beyond the Wilson half-width; the gradient
 attack is not significantly weaker than the Boundary attack on the same images ("possible
@@ -154,7 +155,7 @@ from flows.attacks.criteria import (
     fooled_and_undetected,
 )
 from flows.attacks.detector import LikelihoodDetector
-from flows.attacks.ensemble import segment_flags, verified_l2, worst_case
+from flows.attacks.ensemble import segment_flags, verified_l2, verified_success, worst_case
 from flows.attacks.likelihood_matching import LikelihoodMatching
 from flows.attacks.randomness import (
     DecisionRandomness,
@@ -1481,15 +1482,18 @@ def _sanity(setup: _Setup, results: Mapping[str, AttackResult], progress: bool) 
         )
         unbounded_eps = runs.sufficient_eps() if name in ("apgd", "apgd-det") else None
         if unbounded_eps is not None:
+            searched = runs.searched.get((name, 1), [])
             checks[0] = dataclasses.replace(
                 checks[0],
                 detail=checks[0].detail.replace(
-                    "at eps = inf", f"at eps = {unbounded_eps:.4g} (admits an adversarial)"
+                    "at eps = inf",
+                    f"by an eps-doubling search up to {unbounded_eps:.4g} (admits an adversarial)",
                 ),
+                values={**checks[0].values, "searched_eps": searched},
             )
         out[name] = {
-            # a fixed-ε attack's "unbounded" run is at a budget that admits an adversarial
-            # (None: run without a budget)
+            # a fixed-ε attack's "unbounded" run is an ε-doubling search up to a budget that
+            # admits an adversarial (None: run without a budget)
             "unbounded_eps": unbounded_eps,
             "require_undetected": undetected,
             "checks": [check.to_dict() for check in checks],
@@ -1516,18 +1520,63 @@ class _SanityRuns:
         self.x, self.y = setup.x[:count], setup.y[:count]
         self.done: dict[tuple[str, int, float], Any] = {}
         self.prepared: dict[str, dict] = {}
+        self.searched: dict[tuple[str, int], list[float]] = {}  # the ε of each unbounded search
 
     def at(self, name: str, scale: int, eps: float) -> Any:
         """The verification of ``name`` at budget ``scale`` within ``eps``: a minimum-norm attack
         is run once per scale (without a budget) and restricted to each ε (:func:`at_eps`), APGD
         is run at each ε, and its "unbounded" run (ε = ∞) at :meth:`sufficient_eps`."""
-        run_eps = math.inf
-        if name in ("apgd", "apgd-det"):
-            run_eps = self.sufficient_eps() if math.isinf(eps) else eps
+        fixed_eps = name in ("apgd", "apgd-det")
+        if fixed_eps and math.isinf(eps):
+            return self.unbounded(name, scale)
+        run_eps = eps if fixed_eps else math.inf
         key = (name, scale, run_eps)
         if key not in self.done:
             self.done[key] = self._verified(name, scale, run_eps)
         return at_eps(self.done[key], eps)
+
+    def unbounded(self, name: str, scale: int) -> Any:
+        r"""The "unbounded" verification of a fixed-ε attack: an ε-doubling search.
+
+        The attack runs at :math:`\varepsilon_k = \min(2^k \varepsilon, \varepsilon_{\max})`,
+        ``k = 0, 1, …`` (ε the evaluated budget, :math:`\varepsilon_{\max}` =
+        :meth:`sufficient_eps`, which admits an adversarial for every image), until every
+        example counts as broken or :math:`\varepsilon_{\max}` has been run; each example keeps
+        the verification of the first run that broke it (else the last run's). An attack
+        without a budget is one that may spend any distance, and for APGD that is a search over
+        ε: its step sizes scale with ε (the first is 2ε, and its eight halvings stop at
+        2ε/256), so one run at :math:`\varepsilon_{\max}` (the box diameter's order on
+        CIFAR-10) moves in steps far larger than a likelihood detector's acceptance region and
+        can fail where a run at ε succeeds: measured on ``cpu-cifar-split`` (fixed noise, 10
+        images, APGD-det, 100 steps), 10/10 at ε = 33/255 and at 2ε, 6/10 at the sufficient
+        ε = 17.3. A run at ε that breaks an example is an unbounded success as much as one at
+        :math:`\varepsilon_{\max}`. Counting, per example, as :func:`unbounded_success` does
+        (the claims within the box for a κ = 0 attack verified under fresh noise, else the
+        verified success). The runs at ε and 2ε are those of the ε grid (cached)."""
+        config, limit = self.setup.config, self.sufficient_eps()
+        undetected = name in DETECTION_AWARE
+        on_boundary = self.setup.deployed and config.confidence == 0
+        merged, broken, eps = None, None, self.setup.eps
+        self.searched[(name, scale)] = tried = []
+        while True:
+            run_eps = min(eps, limit)
+            tried.append(run_eps)
+            key = (name, scale, run_eps)
+            if key not in self.done:
+                self.done[key] = self._verified(name, scale, run_eps)
+            verification = self.done[key]
+            if on_boundary:
+                counts = verification.claimed.cpu() & verification.in_bounds.cpu()
+            else:
+                counts = verified_success(verification, require_undetected=undetected)
+            if merged is None:
+                merged, broken = verification, counts
+            else:
+                merged = _take_rows(merged, verification, ~broken)
+                broken = broken | counts
+            if bool(broken.all()) or run_eps >= limit:
+                return merged
+            eps *= 2
 
     def sufficient_eps(self) -> float:
         """The budget of a fixed-ε attack's "unbounded" sanity run: the largest distance from a
@@ -1566,6 +1615,19 @@ class _SanityRuns:
                 eps=eps,
             )
         return _verify_all(setup, result, labels, self.x, self.y)[setup.primary]
+
+
+def _take_rows(first: Any, second: Any, take: Tensor) -> Any:
+    """The verification whose example ``i`` is ``second``'s where ``take[i]``, else ``first``'s
+    (two verifications of the same kind and examples; per-example tensors are selected row by
+    row, everything else is ``first``'s)."""
+    fields = {}
+    for field in dataclasses.fields(first):
+        a, b = getattr(first, field.name), getattr(second, field.name)
+        if isinstance(a, Tensor) and a.dim() >= 1 and len(a) == len(take):
+            mask = take.to(a.device).view((-1,) + (1,) * (a.dim() - 1))
+            fields[field.name] = torch.where(mask, b.to(a.device), a)
+    return dataclasses.replace(first, **fields)
 
 
 def _audit(setup: _Setup) -> dict:

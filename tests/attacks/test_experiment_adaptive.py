@@ -38,6 +38,7 @@ from flows.attacks.experiment import (
     round_to_8bit,
     run_experiment,
 )
+from flows.attacks.verification import Verification
 from flows.preprocess import to_model_range
 
 TOY = {
@@ -509,3 +510,48 @@ def test_attack_results_survive_the_cache_round_trip(tmp_path):
     for name in ("adversarial", "success", "l2", "queries", "targets"):
         assert torch.equal(getattr(back, name), getattr(result, name))
     assert back.status == result.status
+
+
+def test_the_unbounded_run_of_apgd_is_an_eps_doubling_search(toy):
+    """At a budget too small for any adversarial, APGD's "unbounded" sanity run doubles ε from
+    the evaluated one until every image is broken, never past the sufficient ε; each image keeps
+    its first breaking run."""
+    model, x, y = toy
+    report, _, _ = run_experiment(
+        model, x, y, config("apgd-det", n=4, eps=0.02, sanity=True, sanity_n=4), progress=False
+    )
+    assert report["attack_noise"]["table2"]["success_undetected"]["successes"] == 0
+    entry = report["sanity"]["attacks"]["apgd-det"]
+    unbounded = {c["name"]: c for c in entry["checks"]}["unbounded_success"]
+    searched = unbounded["values"]["searched_eps"]
+    assert searched[0] == 0.02 and len(searched) >= 3  # nothing breaks at 0.02 or 0.04
+    assert all(
+        b == pytest.approx(min(2 * a, entry["unbounded_eps"]))
+        for a, b in zip(searched, searched[1:], strict=False)
+    )
+    assert searched[-1] <= entry["unbounded_eps"]
+    assert unbounded["passed"] is True and unbounded["values"]["successes"] == 4
+    assert "eps-doubling search" in unbounded["detail"]
+
+
+def test_take_rows_selects_whole_examples():
+    def make(value: bool, l2: float) -> Verification:
+        flags = torch.full((3,), value)
+        return Verification(
+            l2=torch.full((3,), l2),
+            claimed=flags,
+            in_bounds=flags,
+            within_eps=flags,
+            fools_classifier=flags,
+            detected=~flags,
+            success_undetected=flags,
+            predicted=torch.full((3,), int(value)),
+        )
+
+    merged = experiment._take_rows(
+        make(False, 1.0), make(True, 2.0), torch.tensor([True, False, True])
+    )
+    assert merged.l2.tolist() == [2.0, 1.0, 2.0]
+    assert merged.success_undetected.tolist() == [True, False, True]
+    assert merged.detected.tolist() == [False, True, False]
+    assert merged.predicted.tolist() == [1, 0, 1]
