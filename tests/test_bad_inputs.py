@@ -31,7 +31,7 @@ from flows.training import RunFolderError, TrainConfig, train
 from .flows.helpers import tiny_run_config
 
 REPO = Path(__file__).resolve().parents[1]
-COMMITTED_RUN = ARTIFACTS_ROOT / "runs" / "cpu-mnist-base"
+COMMITTED_RUN = ARTIFACTS_ROOT / "runs" / "cpu-mnist-split"
 
 
 @pytest.fixture(scope="module")
