@@ -9,7 +9,9 @@ outputs (hours, see ``benchmarks/table2_budget.md``) and then registers it in pl
 generate it with ``python -m paper_figures.table2_adaptive --data-root DIR --threads 2``
 (:func:`main`; resumable) or :func:`generate`; ``--cells cifar10/split [--threat-models fixed]``
 computes one run's cells only (e.g. one process per run, or over several sessions), and a
-final run without ``--cells`` reads them from the cache and writes the table.
+final run without ``--cells`` reads them from the cache and writes the table. ``--cached-only``
+writes the *interim* table of the cells finished so far, computing nothing (the others are marked
+missing and the notes say how many are finished).
 
 What a cell is. For every committed run (dataset MNIST / CIFAR-10 × prior Reweight / Split,
 :mod:`paper_figures.trained`), every threat model and every confidence margin κ:
@@ -733,8 +735,11 @@ def _compute_cell(run: _Run, cell: _Cell, attack_cfg, info: dict, partial: Path)
     }
 
 
-def _cell(run: _Run, cell: _Cell, kappa: float, info: dict, cache: Path) -> dict:
-    """The cached cell, or a newly computed one (then cached)."""
+def _cell(
+    run: _Run, cell: _Cell, kappa: float, info: dict, cache: Path, compute: bool = True
+) -> dict:
+    """The cached cell, or a newly computed one (then cached); ``compute=False``: "missing"
+    when it is not in the cache."""
     from flows.attacks.experiment import ExperimentError
 
     attack_cfg = attack_config(run.config, cell, kappa, info["detector"]["threshold_bits_per_dim"])
@@ -750,6 +755,8 @@ def _cell(run: _Run, cell: _Cell, kappa: float, info: dict, cache: Path) -> dict
     cached = _read_cached(path, digest)
     if cached is not None:
         return {**cached, "from_cache": True}
+    if not compute:
+        return {"status": "missing", "reason": NOT_COMPUTED, "from_cache": False}
     partial = cache / f"{cell.stem}.partial"
     marker = partial / "cell_hash.txt"
     if partial.exists() and (not marker.is_file() or marker.read_text() != digest):
@@ -945,7 +952,7 @@ def _cache_root(config: Config) -> Path:
     return root
 
 
-def _run_info_cached(run: _Run, cache: Path) -> dict:
+def _run_info_cached(run: _Run, cache: Path, compute: bool = True) -> dict | None:
     config = run.config
     digest = _hash(
         {
@@ -960,6 +967,8 @@ def _run_info_cached(run: _Run, cache: Path) -> dict:
     cached = _read_cached(path, digest)
     if cached is not None:
         return cached
+    if not compute:
+        return None
     info = _run_info(run)
     _write_json_atomically(path, {"hash": digest, "value": info})
     return info
@@ -982,6 +991,7 @@ def run_cells(
     prior: str,
     attacks: Sequence[str] | None = None,
     on_cell=None,
+    compute: bool = True,
 ) -> dict:
     """The cells of one trained run (:func:`cell_plan`), each read from the cache when it is
     finished there with the same hash, else computed and cached.
@@ -990,7 +1000,8 @@ def run_cells(
     None: all). ``on_cell(key)`` is called after each cell (progress). Returns ``{"run": the run's
     detector and Table 1 numbers (or its status), "kappa": κ and the audit it came from (None
     until the first κ = 0 ensemble cell has run), "cells": {key: cell}}``; a cell is
-    ``{"status": "ok" | "missing" | "error", ...}``.
+    ``{"status": "ok" | "missing" | "error", ...}``. ``compute=False`` computes nothing: cells
+    (and the run's detector numbers) not in the cache are "missing" (the interim table).
     """
     cache = _cache_root(config)
     run = _Run(dataset, prior, config, context)
@@ -1002,7 +1013,14 @@ def run_cells(
             "kappa": None,
             "cells": {c.key: dict(absent) for c in cell_plan(config, dataset, prior)},
         }
-    info = _run_info_cached(run, cache)
+    info = _run_info_cached(run, cache, compute)
+    if info is None:
+        absent = {"status": "missing", "reason": NOT_COMPUTED}
+        return {
+            "run": absent,
+            "kappa": None,
+            "cells": {c.key: dict(absent) for c in cell_plan(config, dataset, prior)},
+        }
     kappa = None
     cells: dict[str, dict] = {}
     for cell in cell_plan(config, dataset, prior):
@@ -1012,7 +1030,7 @@ def run_cells(
             cells[cell.key] = {"status": "error", "reason": "no κ: no κ = 0 ensemble cell"}
         else:
             value = kappa["value"] if cell.kappa == "noise" else 0.0
-            cells[cell.key] = _cell(run, cell, value, info, cache)
+            cells[cell.key] = _cell(run, cell, value, info, cache, compute)
             if kappa is None and cell.attack == "ensemble" and cells[cell.key]["status"] == "ok":
                 kappa = {**_kappa(cells[cell.key], config.kappa_factor), "source": cell.key}
         if on_cell is not None:
@@ -1020,9 +1038,11 @@ def run_cells(
     return {"run": {"status": "ok", **info}, "kappa": kappa, "cells": cells}
 
 
-def compute(config: Config, context: Context) -> dict:
+def compute(config: Config, context: Context, cached_only: bool = False) -> dict:
     """Every cell (from the cache where it is finished), the rows, the sweeps and the runs'
-    detectors, κ and Table 1 numbers."""
+    detectors, κ and Table 1 numbers. ``cached_only``: compute nothing, take the finished cells
+    and mark the others "missing" (an interim table while the cells are computed over several
+    sessions; ``numbers["interim"]`` counts them)."""
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -1036,11 +1056,19 @@ def compute(config: Config, context: Context) -> dict:
         total=sum(len(cell_plan(config, d, p)) for d, p in plan), desc=NAME, disable=None
     ) as bar:
         for dataset, prior in plan:
-            done = run_cells(config, context, dataset, prior, on_cell=lambda key: bar.update(1))
+            done = run_cells(
+                config,
+                context,
+                dataset,
+                prior,
+                on_cell=lambda key: bar.update(1),
+                compute=not cached_only,
+            )
             run_key = f"{dataset}/{prior}"
             runs[run_key] = {**done["run"], "kappa": done["kappa"]}
-            if done["run"]["status"] != "ok":
+            if done["run"]["status"] != "ok" and done["run"].get("reason") != NOT_COMPUTED:
                 missing.append(trained.run_dir(dataset, prior, context).name)
+            if done["run"]["status"] != "ok":
                 bar.update(len(done["cells"]))
             cells.update(done["cells"])
             info = done["run"] if done["run"]["status"] == "ok" else None
@@ -1062,11 +1090,19 @@ def compute(config: Config, context: Context) -> dict:
             for k, v in PAPER_TABLE2.items()
         },
         "missing_runs": missing,
+        "interim": {
+            "cached_only": cached_only,
+            "cells_finished": sum(c["status"] == "ok" for c in cells.values()),
+            "cells": len(cells),
+        },
         "cache_dir": str(_cache_root(config)),
         "rules": list(RULES),
         "total_seconds": time.perf_counter() - started,
     }
 
+
+#: The reason of a cell not in the cache of an interim table (``cached_only``).
+NOT_COMPUTED = "not computed yet (interim table: cached cells only)"
 
 RULES = (
     "success: claimed, in the box, L2 <= eps and fooling (and, for success_undetected, accepted "
@@ -1314,7 +1350,8 @@ def _notes(numbers: dict, config: Config) -> list[str]:
     lines = [part for line in lines for part in textwrap.wrap(line, 190)]
     for key, run in numbers["runs"].items():
         if run["status"] != "ok":
-            lines.append(f"{key}: {run['status']}")
+            reason = "not computed yet" if run.get("reason") == NOT_COMPUTED else run["status"]
+            lines.append(f"{key}: {reason}")
             continue
         d, t1, kappa = run["detector"], run["table1"], run.get("kappa")
         sanity = [
@@ -1342,20 +1379,32 @@ def _notes(numbers: dict, config: Config) -> list[str]:
         )
     if numbers["missing_runs"]:
         lines.append(f"missing runs: {', '.join(numbers['missing_runs'])}")
+    interim = numbers.get("interim", {})
+    if interim.get("cells_finished", 0) < interim.get("cells", 0):
+        lines.append(
+            f"INTERIM: {interim['cells_finished']} of {interim['cells']} cells computed; the "
+            "others are missing (not computed yet)"
+        )
     return lines
 
 
 # -- generating it before it is registered --------------------------------------------------------
 
 
-def generate(context: Context, root: Path | str | None = None, config: Config | None = None):
+def generate(
+    context: Context,
+    root: Path | str | None = None,
+    config: Config | None = None,
+    cached_only: bool = False,
+):
     """Compute, plot and write the table under ``root`` (default ``paper_figures/output``), as
     :func:`paper_figures.registry.generate` does for the registered items; returns the written
-    files. Killed, it resumes from the cell cache (``config.cache_dir``)."""
+    files. Killed, it resumes from the cell cache (``config.cache_dir``). ``cached_only``: the
+    interim table of the finished cells (:func:`compute`)."""
     from .common import write_figure
 
     config = default_config(context) if config is None else config
-    numbers = compute(config, context)
+    numbers = compute(config, context, cached_only)
     fig, _ = plot(numbers, config)
     return write_figure(figure_paths(NAME, root), fig, numbers, config, table=table_rows(numbers))
 
@@ -1395,7 +1444,15 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="with --cells: only these threat models' cells",
     )
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="write the table from the finished cells only, computing nothing (an interim table; "
+        "the other cells are marked missing)",
+    )
     args = parser.parse_args(argv)
+    if args.cached_only and args.cells is not None:
+        parser.error("--cached-only writes the table; --cells computes cells: give one of them")
     if args.threat_models is not None and args.cells is None:
         parser.error("--threat-models needs --cells (the table needs every threat model)")
     context = Context.from_environment()
@@ -1425,7 +1482,7 @@ def main(argv: list[str] | None = None) -> None:
                 took = f" ({seconds / 60:.1f} min)" if seconds is not None else ""
                 print(f"{cell_key}: {cell['status']}{took}", flush=True)
         return
-    for path in generate(context, args.out, config):
+    for path in generate(context, args.out, config, cached_only=args.cached_only):
         print(path)
 
 

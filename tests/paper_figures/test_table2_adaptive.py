@@ -201,6 +201,49 @@ def test_without_runs_every_cell_is_missing_and_the_table_is_drawn(tmp_path):
     assert all(path.stat().st_size > 0 for path in written)
 
 
+def test_cached_only_reads_the_committed_cells_and_computes_nothing(tmp_path, monkeypatch):
+    """The interim table: the committed cells (``paper_figures/output/table2_adaptive/cells``)
+    come back as they are, every other cell is missing, and nothing is computed (no data)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("cached_only computed something")
+
+    monkeypatch.setattr(T2, "_compute_cell", refuse)
+    monkeypatch.setattr(T2, "_run_info", refuse)
+    context = Context(data_root=tmp_path / "no-data")
+    committed = figure_paths(T2.NAME).folder / "cells"
+    config = T2.default_config(context)
+    cache = tmp_path / "cells"
+    shutil.copytree(committed, cache)
+    config = replace(config, cache_dir=str(cache))
+    numbers = T2.compute(config, context, cached_only=True)
+    finished = {
+        json.loads(path.read_text())["key"]
+        for path in cache.glob("*.json")
+        if not path.name.startswith("run-")
+    }
+    ok = {key for key, cell in numbers["cells"].items() if cell["status"] == "ok"}
+    assert ok == finished and "cifar10/split/fixed/0/ensemble" in ok
+    assert all(
+        numbers["cells"][key]["status"] == "missing" for key in numbers["cells"] if key not in ok
+    )
+    assert numbers["interim"] == {
+        "cached_only": True,
+        "cells_finished": len(ok),
+        "cells": len(numbers["cells"]),
+    }
+    assert numbers["missing_runs"] == []  # every run is committed: not computed is not missing
+    row = numbers["rows"][T2.row_key("cifar10", "split", "fixed", "0", "ensemble")]
+    assert row["status"] == "ok" and row["stats"]
+    rows = T2.table_rows(numbers)
+    fig, _ = T2.plot(numbers, config)
+    written = write_figure(figure_paths(T2.NAME, tmp_path), fig, numbers, config, table=rows)
+    assert all(path.stat().st_size > 0 for path in written)
+    notes = " ".join(T2._notes(numbers, config))
+    assert f"INTERIM: {len(ok)} of {len(numbers['cells'])} cells computed" in notes
+    assert "mnist/split: not computed yet" in notes or "mnist/split/" in " ".join(ok)
+
+
 # -- quick mode on the committed runs (slow: a few minutes) ----------------------------------------
 
 
@@ -399,3 +442,9 @@ def test_cells_option_computes_only_the_named_runs_and_threat_models(quick, tmp_
     after = {p.name: p.stat().st_mtime_ns for p in copy.glob("*.json")}
     assert {k: v for k, v in after.items() if k in before} == before  # others read, not rewritten
     assert "mnist/split/fixed/0/boundary: ok" in capsys.readouterr().out
+
+
+def test_cached_only_and_cells_exclude_each_other(capsys):
+    with pytest.raises(SystemExit):
+        T2.main(["--cached-only", "--cells", "mnist/split"])
+    assert "--cached-only" in capsys.readouterr().err
