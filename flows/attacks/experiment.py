@@ -120,7 +120,7 @@ import os
 import shutil
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -693,7 +693,9 @@ def run_experiment(
     if cache is not None:
         store = _BatchCache(Path(cache), _fingerprint(setup, model, info["attacked_indices"]))
         store.open(restart)
-    results = _attack_all(setup, names, store, progress)
+    # prepared once, before any batch, so that a resumed run settles the same pool (_prepare)
+    prepared = _prepare(setup, names, setup.x, setup.y, "main")
+    results = _attack_all(setup, names, store, progress, prepared)
 
     report: dict[str, Any] = {
         "config": {**dataclasses.asdict(config), **info.pop("resolved")},
@@ -730,6 +732,12 @@ def run_experiment(
             row.update(source=record["source"], segment_flags=record["segment_flags"])
     report["statistics_rules"] = list(_STATISTICS_RULES)
     report["sanity"] = _sanity(setup, results, progress) if config.sanity else None
+    report["pool"] = {
+        "pool_size": config.pool_size,
+        "used": setup.pool_used.get("size"),  # None: no pool-based attack ran
+        "rule": "the first pool_size test images not attacked, doubled until every class "
+        "needed has a correctly classified, accepted image",
+    }
     if audit is None and config.audit:
         audit = _audit(setup)
     report["audit"] = audit
@@ -786,6 +794,23 @@ class _Setup:
     y: Tensor
     pool_x: Tensor
     pool_y: Tensor
+    #: every test image not attacked, in order (the pool is its head; None: the pool itself)
+    reserve_x: Tensor | None = None
+    reserve_y: Tensor | None = None
+    #: the pool size the pool-based attacks settled on (:func:`_prepare`: ``{"size": int}``)
+    pool_used: dict = field(default_factory=dict)
+
+    def pool(self, size: int | None = None) -> tuple[Tensor, Tensor]:
+        """The first ``size`` pool images and labels (default: the settled size, else
+        ``pool_size``), from the reserve of every test image not attacked."""
+        if self.reserve_x is None:
+            return self.pool_x, self.pool_y
+        size = self.pool_used.get("size", len(self.pool_x)) if size is None else size
+        return self.reserve_x[:size], self.reserve_y[:size]
+
+    @property
+    def reserve_size(self) -> int:
+        return len(self.pool_x) if self.reserve_x is None else len(self.reserve_x)
 
     @property
     def deployed(self) -> bool:
@@ -871,9 +896,18 @@ def _setup(
         )
     keep = torch.ones(len(test_x), dtype=torch.bool)
     keep[chosen.cpu()] = False
-    pool = torch.nonzero(keep).flatten()[: config.pool_size].to(test_y.device)
+    reserve = torch.nonzero(keep).flatten().to(test_y.device)
+    pool = reserve[: config.pool_size]
     x, y = test_x[chosen], test_y[chosen].long()
-    setup = dataclasses.replace(setup, x=x, y=y, pool_x=test_x[pool], pool_y=test_y[pool].long())
+    setup = dataclasses.replace(
+        setup,
+        x=x,
+        y=y,
+        pool_x=test_x[pool],
+        pool_y=test_y[pool].long(),
+        reserve_x=test_x[reserve],
+        reserve_y=test_y[reserve].long(),
+    )
     clean_bpd = fixed.bits_per_dim(x)
 
     resolved = {
@@ -1008,42 +1042,72 @@ def make_attack(
 def _prepare(setup: _Setup, names: tuple[str, ...], x: Tensor, y: Tensor, label: str) -> dict:
     """What the pool-based attacks need for ``x``: ``boundary-det``'s random targets (seed
     ``config.seed``) and starting points, the ``ends`` ``(B, 1, ...)`` of ``segment`` and
-    ``match`` (the nearest usable pool image of another class); decisions by a vote over ``M``."""
+    ``match`` (the nearest usable pool image of another class); decisions by a vote over ``M``.
+
+    The pool is the first ``pool_size`` test images not attacked. When some class has no usable
+    image there (correctly classified and accepted by the detector: a weak model, or a class its
+    detector rejects), the pool doubles, within the test images not attacked, until every class
+    needed has one; the size it settles on (``setup.pool_used``) serves every later call (the
+    sanity reruns), and the report records it. A pool that suffices is never grown, so runs that
+    worked at ``pool_size`` are unchanged."""
+    if not {"boundary-det", "segment", "match"} & set(names):
+        return {}
+    size = setup.pool_used.get("size", len(setup.pool_x))
+    while True:
+        pool_x, pool_y = setup.pool(size)
+        try:
+            prepared = _prepare_from_pool(setup, names, x, y, label, pool_x, pool_y)
+        except ValueError as error:
+            text = str(error)
+            if not (text.startswith("no pool image") or text.startswith("n_candidates:")):
+                raise
+            if size >= setup.reserve_size:
+                raise ExperimentError(
+                    f"{text} among the {size} pool images (every test image not attacked)"
+                ) from None
+            size = min(2 * size, setup.reserve_size)
+            continue
+        setup.pool_used["size"] = size
+        return prepared
+
+
+def _prepare_from_pool(
+    setup: _Setup,
+    names: tuple[str, ...],
+    x: Tensor,
+    y: Tensor,
+    label: str,
+    pool_x: Tensor,
+    pool_y: Tensor,
+) -> dict:
+    """:func:`_prepare` on the pool ``pool_x`` ``(P, ...)``, ``pool_y`` ``(P,)`` (ValueError
+    when a class has no usable image there)."""
     config = setup.config
     tm = setup.attack_model("prepare", label)
     draws = config.decision_votes
     prepared: dict[str, Tensor] = {}
-    try:
-        if "boundary-det" in names:
-            targets = random_targets(y, tm.num_classes, config.seed)
-            prepared["targets"] = targets
-            starts = select_starting_points(
-                tm, setup.pool_x, setup.pool_y, targets, config.seed, config.batch_size, draws
-            )
-            if config.boundary_starts == "pool+midpoint":
-                lo, hi = tm.bounds
-                midpoint = torch.full_like(starts, (lo + hi) / 2)
-                starts = torch.stack([starts, midpoint], dim=1)
-            prepared["starts"] = starts
-        if "segment" in names or "match" in names:
-            prepared["ends"], _ = select_other_class_images(
-                tm,
-                x,
-                y,
-                setup.pool_x,
-                setup.pool_y,
-                nearest=True,
-                draws=draws,
-                batch_size=config.batch_size,
-            )
-    except ValueError as error:
-        text = str(error)
-        if not (text.startswith("no pool image") or text.startswith("n_candidates:")):
-            raise
-        raise ExperimentError(
-            f"{text} among the {len(setup.pool_x)} pool images: a larger --pool-size gives more "
-            "candidates"
-        ) from None
+    if "boundary-det" in names:
+        targets = random_targets(y, tm.num_classes, config.seed)
+        prepared["targets"] = targets
+        starts = select_starting_points(
+            tm, pool_x, pool_y, targets, config.seed, config.batch_size, draws
+        )
+        if config.boundary_starts == "pool+midpoint":
+            lo, hi = tm.bounds
+            midpoint = torch.full_like(starts, (lo + hi) / 2)
+            starts = torch.stack([starts, midpoint], dim=1)
+        prepared["starts"] = starts
+    if "segment" in names or "match" in names:
+        prepared["ends"], _ = select_other_class_images(
+            tm,
+            x,
+            y,
+            pool_x,
+            pool_y,
+            nearest=True,
+            draws=draws,
+            batch_size=config.batch_size,
+        )
     return prepared
 
 
@@ -1079,20 +1143,22 @@ def _run_attack(
 
 
 def _attack_all(
-    setup: _Setup, names: tuple[str, ...], store: _BatchCache | None, progress: bool
+    setup: _Setup,
+    names: tuple[str, ...],
+    store: _BatchCache | None,
+    progress: bool,
+    prepared: Mapping[str, Tensor],
 ) -> dict[str, AttackResult]:
     """Every attack of ``names`` on the attacked images, batch by batch (``batch_size``), each
-    batch read from the cache when it is there, else attacked and saved."""
+    batch read from the cache when it is there, else attacked and saved; ``prepared``: what
+    :func:`_prepare` gave for all the attacked images."""
     parts = batches(len(setup.x), setup.config.batch_size)
-    prepared: dict | None = None
     collected: dict[str, list[AttackResult]] = {name: [] for name in names}
     description = f"{setup.config.attack} ({setup.config.threat_model} noise)"
     with tqdm(total=len(parts), desc=description, unit="batch", disable=not progress) as bar:
         for index, part in enumerate(parts):
             done = None if store is None else store.load(index, names, part, setup.x.device)
             if done is None:
-                if prepared is None:
-                    prepared = _prepare(setup, names, setup.x, setup.y, "main")
                 done = _attack_batch(setup, names, index, part, prepared)
                 if store is not None:
                     store.save(index, done)
@@ -1622,11 +1688,11 @@ def _take_rows(first: Any, second: Any, take: Tensor) -> Any:
     (two verifications of the same kind and examples; per-example tensors are selected row by
     row, everything else is ``first``'s)."""
     fields = {}
-    for field in dataclasses.fields(first):
-        a, b = getattr(first, field.name), getattr(second, field.name)
+    for entry in dataclasses.fields(first):
+        a, b = getattr(first, entry.name), getattr(second, entry.name)
         if isinstance(a, Tensor) and a.dim() >= 1 and len(a) == len(take):
             mask = take.to(a.device).view((-1,) + (1,) * (a.dim() - 1))
-            fields[field.name] = torch.where(mask, b.to(a.device), a)
+            fields[entry.name] = torch.where(mask, b.to(a.device), a)
     return dataclasses.replace(first, **fields)
 
 

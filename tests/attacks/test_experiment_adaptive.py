@@ -555,3 +555,20 @@ def test_take_rows_selects_whole_examples():
     assert merged.success_undetected.tolist() == [True, False, True]
     assert merged.detected.tolist() == [False, True, False]
     assert merged.predicted.tolist() == [1, 0, 1]
+
+
+def test_the_pool_grows_until_every_class_has_a_usable_image(toy):
+    """A one-image pool holds a single class: the pool-based attacks double it (within the test
+    images not attacked) until the other class has a usable image too; a test set whose other
+    images are all of one class cannot be helped, and the error says so."""
+    model, x, y = toy
+    report, _, _ = run_experiment(model, x, y, config("segment", pool_size=1), progress=False)
+    assert report["pool"]["pool_size"] == 1 and report["pool"]["used"] >= 2
+    assert report["attack"]["success_rate"] == 1.0  # every example found its segment's end
+    plain, _, _ = run_experiment(model, x, y, config("cw-det"), progress=False)
+    assert plain["pool"]["used"] is None  # no pool-based attack ran
+    one_class = torch.cat([torch.arange(4), torch.nonzero(y[4:] == 0).flatten() + 4])
+    with pytest.raises(ExperimentError, match="every test image not attacked"):
+        run_experiment(
+            model, x[one_class], y[one_class], config("segment", order_seed=None), progress=False
+        )

@@ -414,7 +414,11 @@ def test_binding_optimum_agrees_with_a_constrained_solver_in_full_dimension():
             method="SLSQP",
             options={"maxiter": 500, "ftol": 1e-15},
         )
-        assert result.success
+        # status 8 ("positive directional derivative for linesearch"): SLSQP stopped at the
+        # limit of float64 resolution with ftol = 1e-15 (seen with one intra-op thread, whose
+        # summation order differs); the point must still be feasible and optimal to 1e-9
+        assert result.success or result.status == 8, result.message
+        assert all(c["fun"](result.x) >= -1e-9 for c in constraints)
         assert math.sqrt(result.fun) == pytest.approx(best[i].item(), rel=1e-9)
 
 
