@@ -118,6 +118,9 @@ class Settings:
         eot: K, noise draws per step (both attacks).
         losses: torchattacks' losses, one row each (``"ce"``, ``"dlr"``).
         confidences: κ of our rows (nats), one row each.
+        ours_modes: ``"first"`` (stop each example at its first success, the default attack)
+            and / or ``"to-end"`` (``stop_at_success=False``: every step, the successful point
+            of lowest EOT loss): one row per mode and κ.
         verify_draws: N, fresh draws per adversarial in the verification (and the image choice).
         batch_size: images per attack batch (both attacks).
         seed: the attacks' seed (random starts).
@@ -134,6 +137,7 @@ class Settings:
     eot: int
     losses: tuple[str, ...]
     confidences: tuple[float, ...]
+    ours_modes: tuple[str, ...]
     verify_draws: int
     batch_size: int
     seed: int
@@ -167,7 +171,13 @@ def timed(fn: Callable[..., T], *args: object) -> tuple[T, float, float]:
 
 
 def run_ours(
-    model: nn.Module, x: Tensor, y: Tensor, eps: float, kappa: float, settings: Settings
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    kappa: float,
+    settings: Settings,
+    stop_at_success: bool = True,
 ) -> AttackResult:
     """Our APGD-L2 with EOT on the deployed threat model (module docstring)."""
     threat_model = flows_threat_model(model, noise="fresh", noise_seed=settings.noise_seed)
@@ -178,6 +188,7 @@ def run_ours(
         rho=0.75,
         confidence=kappa,
         seed=settings.seed,
+        stop_at_success=stop_at_success,
     )
     return attack(threat_model, x, Misclassified(y), batch_size=settings.batch_size)
 
@@ -372,13 +383,15 @@ def benchmark_dataset(key: str, data_root: Path, settings: Settings) -> dict:
     x, y = test_x[chosen], test_y[chosen].long()
     eps = settings.eps[key]
     rows = []
-    for kappa in settings.confidences:
-        result, seconds, cpu = timed(run_ours, model, x, y, eps, kappa, settings)
-        text = f"APGDL2(eps={eps}, steps={settings.steps}, eot_draws={settings.eot}, rho=0.75, "
-        text += f"confidence={kappa}, seed={settings.seed}), noise='fresh'"
-        rows.append(
-            verified_row(f"ours-k{kappa:g}", text, model, x, y, eps, result, seconds, cpu, settings)
-        )
+    for mode in settings.ours_modes:
+        for kappa in settings.confidences:
+            stop = mode == "first"
+            result, seconds, cpu = timed(run_ours, model, x, y, eps, kappa, settings, stop)
+            text = f"APGDL2(eps={eps}, steps={settings.steps}, eot_draws={settings.eot}, rho=0.75, "
+            text += f"confidence={kappa}, seed={settings.seed}, stop_at_success={stop}), "
+            text += "noise='fresh'"
+            name = f"ours-k{kappa:g}" + ("" if stop else "-to-end")
+            rows.append(verified_row(name, text, model, x, y, eps, result, seconds, cpu, settings))
     for loss in settings.losses:
         (result, notes), seconds, cpu = timed(run_torchattacks, model, x, y, eps, loss, settings)
         text = f"torchattacks.APGD(norm='L2', eps={eps}, steps={settings.steps}, n_restarts=1, "
@@ -416,7 +429,18 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, Path, Path]
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--eot", type=int, default=8)
     parser.add_argument(
-        "--losses", nargs="+", default=list(TORCHATTACKS_LOSSES), choices=TORCHATTACKS_LOSSES
+        "--losses",
+        nargs="*",
+        default=list(TORCHATTACKS_LOSSES),
+        choices=TORCHATTACKS_LOSSES,
+        help="torchattacks' rows (none: only ours, e.g. to add rows to an earlier run's images)",
+    )
+    parser.add_argument(
+        "--ours-modes",
+        nargs="+",
+        default=["first"],
+        choices=("first", "to-end"),
+        help="our rows: stop at the first success (first) and/or run every step (to-end)",
     )
     parser.add_argument("--confidences", nargs="+", type=float, default=list(DEFAULT_CONFIDENCES))
     parser.add_argument("--verify-draws", type=int, default=32)
@@ -449,6 +473,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, Path, Path]
         eot=args.eot,
         losses=tuple(args.losses),
         confidences=tuple(args.confidences),
+        ours_modes=tuple(dict.fromkeys(args.ours_modes)),
         verify_draws=args.verify_draws,
         batch_size=args.batch_size,
         seed=args.seed,
