@@ -1027,7 +1027,11 @@ def run_cells(
         if attacks is not None and cell.attack not in attacks:
             continue
         if cell.kappa == "noise" and kappa is None:
-            cells[cell.key] = {"status": "error", "reason": "no κ: no κ = 0 ensemble cell"}
+            cells[cell.key] = (
+                {"status": "missing", "reason": NOT_COMPUTED}
+                if not compute
+                else {"status": "error", "reason": "no κ: no κ = 0 ensemble cell"}
+            )
         else:
             value = kappa["value"] if cell.kappa == "noise" else 0.0
             cells[cell.key] = _cell(run, cell, value, info, cache, compute)
