@@ -238,6 +238,11 @@ RECALL_TOLERANCE = 0.10
 #: AttackConfig fields that only change the verification and the report, not the attacks: a
 #: resumed run may change them (but ``verify_draws`` under the deployed threat model, where it
 #: also selects the attacked images).
+#: Options added after caches (a run's per-batch cache, ``paper_figures``' cell cache) were
+#: made, with the value that reproduces the behaviour before them: a cache that does not record
+#: one was made with this value, and a fingerprint leaves it out at this value.
+ADDED_OPTIONS: dict[str, Any] = {"apgd_run_to_end": False}
+
 REPORT_ONLY = ("verify_draws", "fresh_noise_seed", "sanity", "sanity_n", "audit", "example_images")
 
 _STATISTICS_RULES = (
@@ -425,6 +430,12 @@ class AttackConfig:
         "APGD-det: logit (the detector as a (C+1)-th non-image class, Tramèr et al. 2020) or sum "
         "(classification hinge + detector excess)",
         choices=("logit", "sum"),
+    )
+    apgd_run_to_end: bool = option(
+        False,
+        "APGD: run every step and return the successful point of lowest EOT loss, instead of "
+        "stopping each image at its first success (on a randomised model that one lies on the "
+        "boundary of the expected decision)",
     )
     boundary_steps: int = option(5000, "Boundary: maximum steps per image", POSITIVE_INT)
     max_queries: int | None = option(
@@ -1019,6 +1030,7 @@ def make_attack(
             confidence=config.confidence,
             detector_mode=config.apgd_detector_mode if name == "apgd-det" else "sum",
             seed=seed,
+            stop_at_success=not config.apgd_run_to_end,
         )
     if name in ("boundary", "boundary-det"):
         return BoundaryAttack(
@@ -1246,11 +1258,15 @@ class _BatchCache:
         advice = "rerun with the same options to continue it, or pass --restart to discard it"
         old_config, new_config = saved.get("config", {}), self.fingerprint["config"]
         for name in new_config:
+            if name not in old_config and new_config[name] == ADDED_OPTIONS.get(name, object()):
+                continue  # an option added later, at the value the cache was made with
             if name not in old_config or old_config[name] != new_config[name]:
                 flag = "--" + name.replace("_", "-") if name != "attack" else "--attack"
-                old = old_config.get(name, "(not recorded)")
+                old = repr(old_config[name]) if name in old_config else "(not recorded)"
+                if name not in old_config and name in ADDED_OPTIONS:
+                    old = f"{ADDED_OPTIONS[name]!r} (before the option existed)"
                 raise ExperimentError(
-                    f"{flag}: the cache {self.folder} was made with {old!r}, this run has "
+                    f"{flag}: the cache {self.folder} was made with {old}, this run has "
                     f"{new_config[name]!r}: {advice}"
                 )
         for key, what in (

@@ -572,3 +572,28 @@ def test_the_pool_grows_until_every_class_has_a_usable_image(toy):
         run_experiment(
             model, x[one_class], y[one_class], config("segment", order_seed=None), progress=False
         )
+
+
+def test_an_option_added_later_keeps_older_caches_at_its_neutral_value(toy, tmp_path, monkeypatch):
+    """A cache made before ``apgd_run_to_end`` existed (its config does not record it) resumes
+    at the value that reproduces the old behaviour, and is refused at the other value."""
+    model, x, y = toy
+    setting = config("apgd-det", "deployed")
+    cache = tmp_path / "run.partial"
+    run_experiment(model, x, y, setting, progress=False, cache=cache)
+    meta = cache / "cache.json"
+    saved = json.loads(meta.read_text())
+    del saved["config"]["apgd_run_to_end"]  # as written before the option existed
+    meta.write_text(json.dumps(saved))
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "_attack_batch", None)  # would fail if a batch were attacked
+        run_experiment(model, x, y, setting, progress=False, cache=cache)
+    to_end = config("apgd-det", "deployed", apgd_run_to_end=True)
+    with pytest.raises(
+        ExperimentError,
+        match=r"^--apgd-run-to-end: .* made with False \(before the option existed\)",
+    ):
+        run_experiment(model, x, y, to_end, progress=False, cache=cache)
+    attack = experiment.make_attack(to_end, "apgd-det", eps=1.0, scale=1, seed=0)
+    assert attack.stop_at_success is False
+    assert experiment.make_attack(setting, "apgd", eps=1.0, scale=1, seed=0).stop_at_success

@@ -86,6 +86,11 @@ def test_attack_config_carries_the_budgets():
     assert (attack.eot_draws, attack.decision_votes) == (8, 15)  # the library's defaults
     fixed = T2.attack_config(config, T2.cell_plan(config, "cifar10", "reweight")[0], 1.5, 4.2)
     assert (fixed.n, fixed.eot_draws, fixed.confidence) == (100, 1, 1.5)
+    # APGD runs to the end under the deployed threat model only; at the old behaviour the new
+    # option is left out of the cell's hash (the fixed cells cached before it stay valid)
+    assert attack.apgd_run_to_end and not fixed.apgd_run_to_end
+    assert "apgd_run_to_end" not in T2.attack_config_for_hash(fixed)
+    assert T2.attack_config_for_hash(attack)["apgd_run_to_end"] is True
 
 
 def test_kappa_is_the_factor_times_the_median_spread():
