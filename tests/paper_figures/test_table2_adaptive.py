@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -249,6 +250,31 @@ def test_cached_only_reads_the_committed_cells_and_computes_nothing(tmp_path, mo
     for key, run in numbers["runs"].items():  # runs whose detector is not cached yet
         if run["status"] != "ok":
             assert run["reason"] == T2.NOT_COMPUTED and f"{key}: not computed yet" in notes
+
+
+def test_committed_interim_table_and_notebook_show_every_committed_cell():
+    """The committed interim table (``numbers.json``) and notebook 6.2's committed outputs were
+    regenerated after the last cell was committed: both count exactly the committed cells (a cell
+    committed without them would leave the table stale and the notebook's re-execution test red)."""
+    folder = figure_paths(T2.NAME).folder
+    keys = {
+        json.loads(path.read_text())["key"]
+        for path in (folder / "cells").glob("*.json")
+        if not path.name.startswith("run-")
+    }
+    numbers = json.loads((folder / "numbers.json").read_text())
+    ok = {key for key, cell in numbers["cells"].items() if cell["status"] == "ok"}
+    assert ok == keys
+    assert numbers["interim"]["cells_finished"] == len(keys)
+    notebook = Path(__file__).parents[2] / "notebooks" / "section6_2_attacks.ipynb"
+    printed = [
+        "".join(output.get("text", ""))
+        for cell in json.loads(notebook.read_text())["cells"]
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream"
+    ]
+    expected = f"{len(keys)} of {numbers['interim']['cells']} cells computed"
+    assert any(expected in text for text in printed), expected
 
 
 # -- quick mode on the committed runs (slow: a few minutes) ----------------------------------------
