@@ -746,15 +746,17 @@ def _compute_cell(run: _Run, cell: _Cell, attack_cfg, info: dict, partial: Path)
 
 def attack_config_for_hash(attack_cfg) -> dict:
     """The :class:`~flows.attacks.experiment.AttackConfig` as hashed into a cell's key: every
-    option but those added after cells were cached
-    (:data:`~flows.attacks.experiment.ADDED_OPTIONS`) while at the value they were cached with,
-    so that adding an option does not invalidate the finished cells."""
-    from flows.attacks.experiment import ADDED_OPTIONS
+    option but the speed settings (:data:`~flows.attacks.experiment.PERFORMANCE_ONLY`) and those
+    added after cells were cached (:data:`~flows.attacks.experiment.ADDED_OPTIONS`) while at the
+    value they were cached with, so that adding an option does not invalidate the finished
+    cells."""
+    from flows.attacks.experiment import ADDED_OPTIONS, PERFORMANCE_ONLY
 
     return {
         key: value
         for key, value in dataclasses.asdict(attack_cfg).items()
-        if not (key in ADDED_OPTIONS and value == ADDED_OPTIONS[key])
+        if key not in PERFORMANCE_ONLY
+        and not (key in ADDED_OPTIONS and value == ADDED_OPTIONS[key])
     }
 
 

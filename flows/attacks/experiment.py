@@ -245,6 +245,12 @@ ADDED_OPTIONS: dict[str, Any] = {"apgd_run_to_end": False}
 
 REPORT_ONLY = ("verify_draws", "fresh_noise_seed", "sanity", "sanity_n", "audit", "example_images")
 
+#: Options that change how fast a run is, not what it computes: left out of the caches'
+#: fingerprints and of ``paper_figures``' cell keys, so that a cache resumes under another value.
+#: ``model_batch`` splits model calls (:class:`~flows.attacks.ThreatModel`): the same numbers up
+#: to floating-point rounding and, on the deployed model, which fresh draw each row gets.
+PERFORMANCE_ONLY = ("model_batch",)
+
 _STATISTICS_RULES = (
     f"success: claimed by the attack, in the box, L2 <= eps, and fooling the deployed model in at "
     f"least {SUCCESS_RULE:g} of verify_draws fresh draws (success_undetected: fooled and accepted "
@@ -383,6 +389,12 @@ class AttackConfig:
     eot: int | None = option(
         None,
         f"EOT draws K per gradient step (default: 1 fixed, {DEPLOYED_EOT} deployed)",
+        POSITIVE_INT,
+    )
+    model_batch: int = option(
+        64,
+        "most input rows per model call: a batch under EOT or decision draws is split into "
+        "calls of at most this many rows (speed only; raise it on a GPU)",
         POSITIVE_INT,
     )
     decision_draws: int | None = option(
@@ -841,6 +853,7 @@ class _Setup:
             noise_seed=seed,
             eps=self.eps,
             bits_from_class_scores=self.bits_from_class_scores,
+            model_batch=self.config.model_batch,
         )
 
     def attack_model(self, *labels: int | str) -> ThreatModel:
@@ -1202,9 +1215,11 @@ def _attack_batch(
 
 
 def _fingerprint(setup: _Setup, model: Any, attacked_indices: list[int]) -> dict:
-    """What a cache's batches depend on: the configuration (but :data:`REPORT_ONLY`), the
-    resolved ε and threshold, the attacked images and the model's parameters."""
+    """What a cache's batches depend on: the configuration (but :data:`REPORT_ONLY` and
+    :data:`PERFORMANCE_ONLY`), the resolved ε and threshold, the attacked images and the model's
+    parameters."""
     free = [k for k in REPORT_ONLY if not (setup.deployed and k == "verify_draws")]
+    free += PERFORMANCE_ONLY
     config = {k: v for k, v in dataclasses.asdict(setup.config).items() if k not in free}
     images = hashlib.sha256()
     images.update(setup.x.detach().cpu().contiguous().numpy().tobytes())

@@ -73,7 +73,8 @@ against it (``bits_per_dim_inconsistent``). The attacks run on a thin adapter of
 
 Resumption. With ``out``, each finished stage is written to ``out/stages/<stage>.json`` and the
 attacks' finished batches to ``out/stages/attacks.partial/``; ``out/stages/config.json`` holds
-the configuration's hash (configuration, model fingerprint, test-set fingerprint). A rerun with
+the configuration's hash (configuration but ``model_batch``, a speed setting; model fingerprint,
+test-set fingerprint). A rerun with
 the same configuration continues from the finished stages, and its ``report.json`` equals an
 uninterrupted run's but for ``timings``; another configuration is refused
 (:class:`RobustnessError`, naming ``--restart``) unless ``restart=True``.
@@ -156,6 +157,7 @@ from flows.attacks.detector import LikelihoodDetector
 from flows.attacks.experiment import (
     GRADIENT_ATTACKS,
     KAPPA,
+    PERFORMANCE_ONLY,
     QUORUM,
     SUCCESS_RULE,
     AttackConfig,
@@ -326,6 +328,12 @@ class ReportConfig:
     sanity: bool = option(True, "run the attacks' sanity checks (reruns on --sanity-n inputs)")
     sanity_n: int = option(4, "inputs of the sanity reruns", POSITIVE_INT)
     batch_size: int = option(50, "inputs per model call and per attack batch", POSITIVE_INT)
+    model_batch: int = option(
+        64,
+        "attacks: most input rows per model call (an attack batch times its EOT or decision "
+        "draws is split into calls of at most this many rows; speed only, raise it on a GPU)",
+        POSITIVE_INT,
+    )
     check_n: int = option(64, "inputs for the model check and the gradient check", POSITIVE_INT)
     seed: int = option(0, "seed of the attacks, the pairs and the noise inputs", NONNEGATIVE_INT)
     noise_seed: int = option(0, "seed of the model's fixed noise", NONNEGATIVE_INT)
@@ -552,9 +560,10 @@ class _Run:
             "fingerprint": _tensor_fingerprint(x_all, y_all),
         }
         config_json = _round_trip(dataclasses.asdict(config))
+        hashed = {k: v for k, v in config_json.items() if k not in PERFORMANCE_ONLY}
         digest = hashlib.sha256(
             json.dumps(
-                {"config": config_json, "model": model_info, "test_set": test_info},
+                {"config": hashed, "model": model_info, "test_set": test_info},
                 sort_keys=True,
             ).encode()
         ).hexdigest()
@@ -900,6 +909,7 @@ def _stage_attacks(run: _Run, done: dict, store: _StageStore | None) -> dict:
         noise_seed=config.noise_seed,
         fresh_noise_seed=config.noise_seed + 1,
         batch_size=config.batch_size,
+        model_batch=config.model_batch,
         eot=config.eot,
         verify_draws=config.verify_draws or (32 if randomised else 2),
         binary_search_steps=config.binary_search_steps,

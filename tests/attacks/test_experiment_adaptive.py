@@ -597,3 +597,27 @@ def test_an_option_added_later_keeps_older_caches_at_its_neutral_value(toy, tmp_
     attack = experiment.make_attack(to_end, "apgd-det", eps=1.0, scale=1, seed=0)
     assert attack.stop_at_success is False
     assert experiment.make_attack(setting, "apgd", eps=1.0, scale=1, seed=0).stop_at_success
+
+
+def test_model_batch_is_a_speed_setting_same_results_and_caches_resume(toy, tmp_path, monkeypatch):
+    """``model_batch`` splits model calls only: a fixed-noise CW-det run with one row per call
+    finds the same adversarials as with whole batches, and a deployed cache made at one value
+    resumes at another (it is not in the fingerprint, :data:`PERFORMANCE_ONLY`)."""
+    model, x, y = toy
+    whole, result_whole, _ = run_experiment(model, x, y, config("cw-det"), progress=False)
+    rows, result_rows, _ = run_experiment(
+        model, x, y, config("cw-det", model_batch=1), progress=False
+    )
+    assert rows["config"]["model_batch"] == 1 and whole["config"]["model_batch"] == 64
+    torch.testing.assert_close(result_rows.adversarial, result_whole.adversarial)
+    assert [r["success_undetected"] for r in rows["records"]] == [
+        r["success_undetected"] for r in whole["records"]
+    ]
+    assert "model_batch" in experiment.PERFORMANCE_ONLY
+    cache = tmp_path / "run.partial"
+    run_experiment(model, x, y, config("apgd-det", "deployed"), progress=False, cache=cache)
+    with monkeypatch.context() as patch:
+        patch.setattr(experiment, "_attack_batch", None)  # would fail if a batch were attacked
+        run_experiment(
+            model, x, y, config("apgd-det", "deployed", model_batch=3), progress=False, cache=cache
+        )

@@ -377,3 +377,58 @@ def test_flows_threat_model_classifies_a_split_model_by_its_z_s_logits_in_one_en
     two = flows_threat_model(model, det, noise_seed=2)
     assert torch.equal(tm.decision(x), two.decision(x))
     assert tm.with_detector(None).scores_and_bits_fn is None
+
+
+def test_model_batch_splits_every_model_call_and_keeps_numbers_and_gradients():
+    """``model_batch`` = 5: an observation of 4 inputs under 3 EOT draws (12 rows) is three
+    calls of at most 5 rows per function, with the same scores, bits/dim, decisions and input
+    gradients as one call (tensor and tuple outputs alike)."""
+    weights = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sizes = []
+
+    def logits(x):
+        sizes.append(len(x))
+        return torch.tanh(x.flatten(1) @ weights)
+
+    def bpd(x):
+        sizes.append(len(x))
+        return x.flatten(1).pow(2).sum(1)
+
+    def joint(x):
+        return logits(x), bpd(x)
+
+    det = LikelihoodDetector(threshold=0.4, num_dims=6)
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(1), dtype=torch.float64) - 0.5
+    for kwargs in ({}, {"scores_and_bits_fn": joint}):
+        whole = ThreatModel(logits, bpd, det, num_classes=3, **kwargs)
+        split = dataclasses.replace(whole, model_batch=5)
+        sizes.clear()
+        xs = [x.clone().requires_grad_(True) for _ in range(2)]
+        observed = [tm.observe(xi, draws=3) for tm, xi in zip((whole, split), xs, strict=True)]
+        per_call = 2  # the scores and the bits/dim, or the joint function's two outputs
+        assert sizes[:per_call] == [12] * per_call
+        assert sorted(sizes[per_call:]) == sorted([5, 5, 2] * per_call)
+        for name in ("logits", "bits_per_dim"):
+            torch.testing.assert_close(getattr(observed[1], name), getattr(observed[0], name))
+        grads = [
+            torch.autograd.grad((o.logits[:, 0] + o.bits_per_dim).sum(), xi)[0]
+            for o, xi in zip(observed, xs, strict=True)
+        ]
+        torch.testing.assert_close(grads[1], grads[0])
+        expected = whole.decision(x, draws=3), whole.bits_per_dim(x.repeat(3, 1))
+        sizes.clear()
+        assert torch.equal(split.decision(x, draws=3), expected[0])
+        assert torch.equal(split.bits_per_dim(x.repeat(3, 1)), expected[1])
+        assert sizes and max(sizes) <= 5
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "64"])
+def test_model_batch_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match=r"^model_batch must be None or an integer >= 1"):
+        ThreatModel(lambda x: x, num_classes=2, model_batch=bad)
+
+
+def test_flows_threat_model_passes_model_batch_on(model_classes):
+    TwoGaussian, _ = model_classes
+    tm = flows_threat_model(TwoGaussian(), noise_seed=0, model_batch=7)
+    assert tm.model_batch == 7 and tm.with_detector(None).model_batch == 7

@@ -323,6 +323,24 @@ def test_a_report_killed_mid_way_resumes_to_the_same_json(tmp_path, monkeypatch)
     )
 
 
+def test_model_batch_is_a_speed_setting_a_cache_resumes_under_another(tmp_path, monkeypatch):
+    """``model_batch`` is left out of the configuration's hash: the finished stages of a report
+    made at one value are reused at another (their functions now raise)."""
+    model = TwoGaussianModel(dim=20)
+    data = model.sample(100)
+    first = evaluate(model, data, out=tmp_path, stages=["clean"], num_test=50, progress=False)
+
+    def recomputed(*args):
+        raise AssertionError("a finished stage was recomputed")
+
+    for name in ("model_check", "scores", "clean"):
+        monkeypatch.setitem(report_module._STAGE_FUNCTIONS, name, recomputed)
+    again = evaluate(
+        model, data, out=tmp_path, stages=["clean"], num_test=50, model_batch=3, progress=False
+    )
+    assert again["clean"] == first["clean"] and again["config"]["model_batch"] == 3
+
+
 def test_another_configuration_is_refused_naming_restart(tmp_path):
     model = TwoGaussianModel(dim=20)
     data = model.sample(100)
