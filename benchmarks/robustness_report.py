@@ -39,7 +39,7 @@ Usage (``benchmarks/robustness_report.md`` records the runs)::
     python benchmarks/robustness_report.py --project benchmarks/robustness_report_mnist_n5.json \\
         benchmarks/robustness_report_mnist_n10.json --to 100
     python benchmarks/robustness_report.py cpu-mnist-split --data-root ../shared/data --n 100 \\
-        --output benchmarks/robustness_report_mnist_n100.json   # the goal: < 30 min
+        --threads 2 --output benchmarks/robustness_report_mnist_n100.json   # the goal: < 30 min
 """
 
 from __future__ import annotations
