@@ -8,7 +8,8 @@ gets right (majority over ``--verify-draws`` fresh draws, as ``python -m flows.a
 
 - ``ours-k<κ>``: :class:`flows.attacks.APGDL2` ``(eps=ε, steps=S, eot_draws=K, rho=0.75,
   confidence=κ, seed)`` on ``flows_threat_model(model, noise="fresh")``: every query draws fresh
-  noise, each step averages the margin loss over ``K`` draws in one batched pass of ``K·B`` rows,
+  noise, each step averages the margin loss over ``K`` draws in one batched pass of ``K·B`` rows
+  (split into model calls of at most ``--model-batch`` rows, default 64; 0: one call),
   and an example stops at the first point that holds, with margin κ, in a strict majority of its
   ``K`` draws; one row per κ of ``--confidences`` (default 0, 0.5 and 1 nats);
 - ``torchattacks-<loss>``: ``torchattacks.APGD(wrapper, norm="L2", eps=ε, steps=S, n_restarts=1,
@@ -123,6 +124,9 @@ class Settings:
             of lowest EOT loss): one row per mode and κ.
         verify_draws: N, fresh draws per adversarial in the verification (and the image choice).
         batch_size: images per attack batch (both attacks).
+        model_batch: the most rows per model call of ours (:class:`flows.attacks.ThreatModel`;
+            its ``K·B`` rows are split into calls of at most this many; None: one call, as
+            before 2026-12-05).
         seed: the attacks' seed (random starts).
         noise_seed: the attacks' fresh-noise seed (both attacks: the same sequence of draws).
         verify_seed: the verification's fresh-noise seed.
@@ -140,6 +144,7 @@ class Settings:
     ours_modes: tuple[str, ...]
     verify_draws: int
     batch_size: int
+    model_batch: int | None
     seed: int
     noise_seed: int
     verify_seed: int
@@ -180,7 +185,9 @@ def run_ours(
     stop_at_success: bool = True,
 ) -> AttackResult:
     """Our APGD-L2 with EOT on the deployed threat model (module docstring)."""
-    threat_model = flows_threat_model(model, noise="fresh", noise_seed=settings.noise_seed)
+    threat_model = flows_threat_model(
+        model, noise="fresh", noise_seed=settings.noise_seed, model_batch=settings.model_batch
+    )
     attack = APGDL2(
         eps=eps,
         steps=settings.steps,
@@ -286,7 +293,9 @@ def eot_overhead(model: nn.Module, x: Tensor, y: Tensor, eps: float, settings: S
     b = min(settings.batch_size, len(x))
     k = settings.eot
     xb, yb = x[:b], y[:b]
-    threat_model = flows_threat_model(model, noise="fresh", noise_seed=settings.noise_seed)
+    threat_model = flows_threat_model(
+        model, noise="fresh", noise_seed=settings.noise_seed, model_batch=settings.model_batch
+    )
     attack = APGDL2(eps=eps, steps=settings.steps, eot_draws=k)
     criterion = Misclassified(yb)
     plain_scores = FreshNoise(model.class_scores, settings.noise_seed)
@@ -445,6 +454,12 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, Path, Path]
     parser.add_argument("--confidences", nargs="+", type=float, default=list(DEFAULT_CONFIDENCES))
     parser.add_argument("--verify-draws", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument(
+        "--model-batch",
+        type=int,
+        default=64,
+        help="ours: most rows per model call (0: one call of K·B rows, as before 2026-12-05)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--noise-seed", type=int, default=0)
     parser.add_argument("--verify-seed", type=int, default=1)
@@ -460,6 +475,8 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, Path, Path]
     for name in ("n", "steps", "eot", "verify_draws", "batch_size", "threads", "overhead_repeats"):
         if getattr(args, name) < 1:
             parser.error(f"argument --{name.replace('_', '-')}: must be >= 1")
+    if args.model_batch < 0:
+        parser.error("argument --model-batch: must be >= 0 (0: one call)")
     for name in ("eps_mnist", "eps_cifar10"):
         if not 0 < getattr(args, name) < math.inf:
             parser.error(f"argument --{name.replace('_', '-')}: must be a finite number > 0")
@@ -476,6 +493,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, Path, Path]
         ours_modes=tuple(dict.fromkeys(args.ours_modes)),
         verify_draws=args.verify_draws,
         batch_size=args.batch_size,
+        model_batch=args.model_batch or None,
         seed=args.seed,
         noise_seed=args.noise_seed,
         verify_seed=args.verify_seed,
