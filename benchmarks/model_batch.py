@@ -43,12 +43,18 @@ def per_row_ms(model, x: torch.Tensor, chunk: int, gradient: bool, seconds: floa
         outputs = [model.class_scores_and_log_likelihoods(part)[1] for part in xg.split(chunk)]
         torch.autograd.grad(torch.cat(outputs).sum(), xg)
 
+    return ms_per_row(once, len(x), seconds)
+
+
+def ms_per_row(once, rows: int, seconds: float) -> float:
+    """Wall milliseconds per row of ``once()`` (a pass over ``rows`` rows), repeated for
+    ``seconds`` after one warm-up call."""
     once()
     start, calls = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         once()
         calls += 1
-    return 1000 * (time.perf_counter() - start) / calls / len(x)
+    return 1000 * (time.perf_counter() - start) / calls / rows
 
 
 def main(argv=None) -> dict:

@@ -132,7 +132,7 @@ from torch import Tensor
 
 from flows.attacks.base import AttackResult, flat_l2
 from flows.attacks.detector import LikelihoodDetector
-from flows.attacks.experiment import ENSEMBLE
+from flows.attacks.experiment import ATTACK_PRECISIONS, ENSEMBLE
 from flows.attacks.randomness import kappa_from_audit
 from flows.attacks.statistics import percentage_with_interval
 from flows.attacks.verification import observe_draws, verify_at_thresholds
@@ -239,6 +239,10 @@ class Config:
             over fresh draws, ``benchmarks/apgd_vs_torchattacks.md``; about 3× the queries).
             The fixed threat model always stops at the first success (deterministic: nothing to
             gain).
+        deployed_attack_precision: the coupling networks' precision while attacking, deployed
+            cells (:attr:`~flows.attacks.experiment.AttackConfig.attack_precision`; the choice
+            of the attacked images, the detector and every verification stay float32). The
+            fixed cells attack in float32.
         boundary_steps: Boundary steps per image (each costs up to two decisions of ``M``
             draws; no separate query limit).
         match_steps: likelihood matching's Adam steps.
@@ -267,6 +271,7 @@ class Config:
     apgd_steps: int = 100
     apgd_restarts: int = 1
     apgd_run_to_end_deployed: bool = True
+    deployed_attack_precision: str = "float32"
     boundary_steps: int = 300
     match_steps: int = 100
     segment_grid: int = 64
@@ -295,6 +300,11 @@ class Config:
             raise ValueError(
                 f"verify_draws must lie in [2, {MAX_ROWS}] (the audit needs 2; a sweep pass "
                 f"holds all draws of an example), got {self.verify_draws}"
+            )
+        if self.deployed_attack_precision not in ATTACK_PRECISIONS:
+            raise ValueError(
+                f"deployed_attack_precision must be one of {list(ATTACK_PRECISIONS)}, got "
+                f"{self.deployed_attack_precision!r}"
             )
         if self.deployed_n is not None and (
             isinstance(self.deployed_n, bool)
@@ -424,6 +434,7 @@ def attack_config(config: Config, cell: _Cell, confidence: float, threshold: flo
         apgd_steps=config.apgd_steps,
         apgd_restarts=config.apgd_restarts,
         apgd_run_to_end=deployed and config.apgd_run_to_end_deployed,
+        attack_precision=config.deployed_attack_precision if deployed else "float32",
         boundary_steps=config.boundary_steps,
         max_queries=None,
         segment_grid=config.segment_grid,

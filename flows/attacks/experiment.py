@@ -111,6 +111,7 @@ as ``confidence_rule`` and in the resolved ``config``.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -241,7 +242,10 @@ RECALL_TOLERANCE = 0.10
 #: Options added after caches (a run's per-batch cache, ``paper_figures``' cell cache) were
 #: made, with the value that reproduces the behaviour before them: a cache that does not record
 #: one was made with this value, and a fingerprint leaves it out at this value.
-ADDED_OPTIONS: dict[str, Any] = {"apgd_run_to_end": False}
+ADDED_OPTIONS: dict[str, Any] = {"apgd_run_to_end": False, "attack_precision": "float32"}
+
+#: Precisions of the attacked model's coupling networks (:attr:`AttackConfig.attack_precision`).
+ATTACK_PRECISIONS = ("float32", "bfloat16")
 
 REPORT_ONLY = ("verify_draws", "fresh_noise_seed", "sanity", "sanity_n", "audit", "example_images")
 
@@ -396,6 +400,13 @@ class AttackConfig:
         "most input rows per model call: a batch under EOT or decision draws is split into "
         "calls of at most this many rows (speed only; raise it on a GPU)",
         POSITIVE_INT,
+    )
+    attack_precision: str = option(
+        "float32",
+        "precision of the coupling networks while attacking (bfloat16: faster on CPUs with "
+        "AVX512-BF16 or AMX and on GPUs, benchmarks/attack_precision.md); the choice of the "
+        "attacked images, the detector and every verification stay float32",
+        choices=ATTACK_PRECISIONS,
     )
     decision_draws: int | None = option(
         None,
@@ -822,6 +833,9 @@ class _Setup:
     reserve_y: Tensor | None = None
     #: the pool size the pool-based attacks settled on (:func:`_prepare`: ``{"size": int}``)
     pool_used: dict = field(default_factory=dict)
+    #: the model the attacks query: ``model`` itself, or a copy with its coupling networks in
+    #: ``config.attack_precision`` (:func:`attack_network`); None: ``model``
+    attack_network: Any = None
 
     def pool(self, size: int | None = None) -> tuple[Tensor, Tensor]:
         """The first ``size`` pool images and labels (default: the settled size, else
@@ -844,10 +858,11 @@ class _Setup:
         """The verification of the threat model the attack faced."""
         return "deployed" if self.deployed else "attack_noise"
 
-    def threat_model(self, noise: str, seed: int) -> ThreatModel:
-        """The model under fixed noise of ``seed``, or deployed with fresh noise from ``seed``."""
+    def threat_model(self, noise: str, seed: int, network: Any = None) -> ThreatModel:
+        """The model (or ``network``, a copy of it) under fixed noise of ``seed``, or deployed
+        with fresh noise from ``seed``."""
         return flows_threat_model(
-            self.model,
+            self.model if network is None else network,
             self.detector,
             noise=noise,
             noise_seed=seed,
@@ -859,9 +874,38 @@ class _Setup:
     def attack_model(self, *labels: int | str) -> ThreatModel:
         """The threat model an attack stage ``labels`` faces: the attack's fixed noise, or the
         deployed model with its own fresh-noise generator (:func:`derive_seed`)."""
+        network = self.attack_network
         if not self.deployed:
-            return self.threat_model("fixed", self.config.noise_seed)
-        return self.threat_model("fresh", derive_seed(self.config.noise_seed, "attack", *labels))
+            return self.threat_model("fixed", self.config.noise_seed, network)
+        seed = derive_seed(self.config.noise_seed, "attack", *labels)
+        return self.threat_model("fresh", seed, network)
+
+
+def attack_network(model: Any, precision: str) -> Any:
+    """The model the attacks query at ``precision`` (:attr:`AttackConfig.attack_precision`):
+    None for 'float32' (the model itself), else a copy of ``model`` whose coupling networks run
+    in that precision (:meth:`flows.ConditionalGlow.set_coupling_precision`; the same weights,
+    and the flow stays an exact bijection in float32). ``model`` is left as it is, so the
+    experiment's image selection, detector and verifications keep its own precision.
+
+    Raises:
+        ExperimentError: ``precision`` is not float32 and the model has no
+            ``set_coupling_precision``.
+    """
+    if precision == "float32":
+        return None
+    if precision not in ATTACK_PRECISIONS:
+        raise ExperimentError(
+            f"--attack-precision must be one of {list(ATTACK_PRECISIONS)}, got {precision!r}"
+        )
+    if not callable(getattr(model, "set_coupling_precision", None)):
+        raise ExperimentError(
+            f"--attack-precision {precision} needs a model with set_coupling_precision(precision) "
+            f"(flows.ConditionalGlow); {type(model).__name__} has none: use float32"
+        )
+    network = copy.deepcopy(model)
+    network.set_coupling_precision(precision)
+    return network
 
 
 def _setup(
@@ -899,7 +943,16 @@ def _setup(
         warn(warning)
     empty_x, empty_y = test_x[:0], test_y[:0].long()
     setup = _Setup(
-        config, model, eps, detector, bits_from_class_scores, empty_x, empty_y, empty_x, empty_y
+        config,
+        model,
+        eps,
+        detector,
+        bits_from_class_scores,
+        empty_x,
+        empty_y,
+        empty_x,
+        empty_y,
+        attack_network=attack_network(model, config.attack_precision),
     )  # the images follow once they are chosen, under the threat model built here
     fixed = setup.threat_model("fixed", config.noise_seed)
     if setup.deployed:

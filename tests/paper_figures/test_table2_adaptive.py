@@ -55,6 +55,7 @@ def test_default_config_honours_quick_mode():
         ({"verify_draws": 1}, "verify_draws"),
         ({"n": 0}, "n"),
         ({"deployed_n": 0}, "deployed_n"),
+        ({"deployed_attack_precision": "float16"}, "deployed_attack_precision"),
     ],
     ids=lambda v: str(v),
 )
@@ -92,6 +93,13 @@ def test_attack_config_carries_the_budgets():
     assert attack.apgd_run_to_end and not fixed.apgd_run_to_end
     assert "apgd_run_to_end" not in T2.attack_config_for_hash(fixed)
     assert T2.attack_config_for_hash(attack)["apgd_run_to_end"] is True
+    # the attack's precision: float32 (left out of the hash) but where the Config asks otherwise
+    assert "attack_precision" not in T2.attack_config_for_hash(fixed)
+    bf16 = replace(config, deployed_attack_precision="bfloat16")
+    deployed16 = T2.attack_config(bf16, cell, 0.0, 4.2)
+    assert T2.attack_config_for_hash(deployed16)["attack_precision"] == "bfloat16"
+    fixed16 = T2.attack_config(bf16, T2.cell_plan(bf16, "cifar10", "reweight")[0], 1.5, 4.2)
+    assert T2.attack_config_for_hash(fixed16) == T2.attack_config_for_hash(fixed)
 
 
 def test_kappa_is_the_factor_times_the_median_spread():
