@@ -93,13 +93,15 @@ def test_attack_config_carries_the_budgets():
     assert attack.apgd_run_to_end and not fixed.apgd_run_to_end
     assert "apgd_run_to_end" not in T2.attack_config_for_hash(fixed)
     assert T2.attack_config_for_hash(attack)["apgd_run_to_end"] is True
-    # the attack's precision: float32 (left out of the hash) but where the Config asks otherwise
+    # the attack's precision: the deployed cells attack in bfloat16 (in their hash), the fixed
+    # ones in float32 whatever the Config says (left out of the hash: cached before the option)
+    assert (attack.attack_precision, fixed.attack_precision) == ("bfloat16", "float32")
+    assert T2.attack_config_for_hash(attack)["attack_precision"] == "bfloat16"
     assert "attack_precision" not in T2.attack_config_for_hash(fixed)
-    bf16 = replace(config, deployed_attack_precision="bfloat16")
-    deployed16 = T2.attack_config(bf16, cell, 0.0, 4.2)
-    assert T2.attack_config_for_hash(deployed16)["attack_precision"] == "bfloat16"
-    fixed16 = T2.attack_config(bf16, T2.cell_plan(bf16, "cifar10", "reweight")[0], 1.5, 4.2)
-    assert T2.attack_config_for_hash(fixed16) == T2.attack_config_for_hash(fixed)
+    fp32 = replace(config, deployed_attack_precision="float32")
+    assert "attack_precision" not in T2.attack_config_for_hash(T2.attack_config(fp32, cell, 0, 4.2))
+    fixed32 = T2.attack_config(fp32, T2.cell_plan(fp32, "cifar10", "reweight")[0], 1.5, 4.2)
+    assert T2.attack_config_for_hash(fixed32) == T2.attack_config_for_hash(fixed)
 
 
 def test_kappa_is_the_factor_times_the_median_spread():
