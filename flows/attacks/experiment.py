@@ -826,11 +826,9 @@ class _Setup:
     bits_from_class_scores: bool
     x: Tensor
     y: Tensor
-    pool_x: Tensor
-    pool_y: Tensor
-    #: every test image not attacked, in order (the pool is its head; None: the pool itself)
-    reserve_x: Tensor | None = None
-    reserve_y: Tensor | None = None
+    #: every test image not attacked, in order; the pool is its head (:meth:`pool`)
+    reserve_x: Tensor
+    reserve_y: Tensor
     #: the pool size the pool-based attacks settled on (:func:`_prepare`: ``{"size": int}``)
     pool_used: dict = field(default_factory=dict)
     #: the model the attacks query: ``model`` itself, or a copy with its coupling networks in
@@ -838,16 +836,20 @@ class _Setup:
     attack_network: Any = None
 
     def pool(self, size: int | None = None) -> tuple[Tensor, Tensor]:
-        """The first ``size`` pool images and labels (default: the settled size, else
-        ``pool_size``), from the reserve of every test image not attacked."""
-        if self.reserve_x is None:
-            return self.pool_x, self.pool_y
-        size = self.pool_used.get("size", len(self.pool_x)) if size is None else size
+        """The first ``size`` images and labels of the reserve of every test image not attacked
+        (default: the settled size, else ``config.pool_size``)."""
+        size = self.pool_size if size is None else size
         return self.reserve_x[:size], self.reserve_y[:size]
 
     @property
+    def pool_size(self) -> int:
+        """The settled pool size (:func:`_prepare`), else ``config.pool_size``, at most the
+        reserve's size."""
+        return self.pool_used.get("size", min(self.config.pool_size, len(self.reserve_x)))
+
+    @property
     def reserve_size(self) -> int:
-        return len(self.pool_x) if self.reserve_x is None else len(self.reserve_x)
+        return len(self.reserve_x)
 
     @property
     def deployed(self) -> bool:
@@ -974,14 +976,11 @@ def _setup(
     keep = torch.ones(len(test_x), dtype=torch.bool)
     keep[chosen.cpu()] = False
     reserve = torch.nonzero(keep).flatten().to(test_y.device)
-    pool = reserve[: config.pool_size]
     x, y = test_x[chosen], test_y[chosen].long()
     setup = dataclasses.replace(
         setup,
         x=x,
         y=y,
-        pool_x=test_x[pool],
-        pool_y=test_y[pool].long(),
         reserve_x=test_x[reserve],
         reserve_y=test_y[reserve].long(),
     )
@@ -1130,7 +1129,7 @@ def _prepare(setup: _Setup, names: tuple[str, ...], x: Tensor, y: Tensor, label:
     worked at ``pool_size`` are unchanged."""
     if not {"boundary-det", "segment", "match"} & set(names):
         return {}
-    size = setup.pool_used.get("size", len(setup.pool_x))
+    size = setup.pool_size
     while True:
         pool_x, pool_y = setup.pool(size)
         try:
