@@ -21,8 +21,9 @@ What a cell is. For every committed run (dataset MNIST / CIFAR-10 × prior Rewei
   attacks average over ``eot`` draws, decision-based ones vote over ``decision_draws``);
 * κ: ``0`` (every attack stops on the decision boundary) and ``noise``: a log-posterior margin
   comparable to the noise spread, measured per run by the randomness audit
-  (:func:`~flows.attacks.decision_randomness`) on the clean attacked images of the run's first
-  κ = 0 ensemble cell: :math:`\kappa = f \cdot \operatorname{median}_i s_i`, with :math:`s_i`
+  (:func:`~flows.attacks.decision_randomness`) on the clean attacked images of the run's fixed
+  threat model's κ = 0 ensemble cell (:data:`KAPPA_SOURCE`; one κ for both threat models, however
+  the cells are restricted: that cell is computed first where it is not cached): :math:`\kappa = f \cdot \operatorname{median}_i s_i`, with :math:`s_i`
   the standard deviation across ``verify_draws`` fresh draws of image ``i``'s margin and
   ``f = kappa_factor`` (default 3; :func:`~flows.attacks.kappa_from_audit`). κ is the CW and APGD confidence
   (``AttackConfig.confidence``); the Boundary attack, likelihood matching and the segment bound
@@ -152,6 +153,7 @@ from .paths import figure_paths
 __all__ = [
     "CLASSIFICATION_ROWS",
     "KAPPAS",
+    "KAPPA_SOURCE",
     "MEMBERS",
     "NAME",
     "PRIORS",
@@ -373,10 +375,14 @@ class _Cell:
         return MEMBERS if self.attack == "ensemble" else (self.attack,)
 
 
+#: The threat model whose κ = 0 ensemble cell's audit sets a run's κ, for both threat models.
+KAPPA_SOURCE = "fixed"
+
+
 def cell_plan(config: Config, dataset: str, prior: str) -> list[_Cell]:
     """The experiment runs of one trained run, in the order they are computed: per threat model
-    the κ = 0 ensemble (the first one's audit sets κ), ``cw`` and ``boundary``, then the κ-aware
-    attacks at κ = noise."""
+    the κ = 0 ensemble (the :data:`KAPPA_SOURCE` one's audit sets κ), ``cw`` and ``boundary``,
+    then the κ-aware attacks at κ = noise."""
     cells = [_Cell(dataset, prior, t, "0", a) for t in config.threat_models for a in ("ensemble",)]
     cells += [
         _Cell(dataset, prior, t, "0", a) for t in config.threat_models for a in CLASSIFICATION_ROWS
@@ -1059,21 +1065,27 @@ def run_cells(
             "kappa": None,
             "cells": {c.key: dict(absent) for c in cell_plan(config, dataset, prior)},
         }
+    source = _Cell(dataset, prior, KAPPA_SOURCE, "0", "ensemble")
+    plan = [c for c in cell_plan(config, dataset, prior) if attacks is None or c.attack in attacks]
     kappa = None
+    if source not in plan and any(c.kappa == "noise" for c in plan):
+        # κ comes from the fixed κ = 0 ensemble even where the plan leaves it out (e.g.
+        # ``--threat-models deployed``), so that a cell's κ, and key, never depends on the plan
+        found = _cell(run, source, 0.0, info, cache, compute)
+        if found["status"] == "ok":
+            kappa = {**_kappa(found, config.kappa_factor), "source": source.key}
     cells: dict[str, dict] = {}
-    for cell in cell_plan(config, dataset, prior):
-        if attacks is not None and cell.attack not in attacks:
-            continue
+    for cell in plan:
         if cell.kappa == "noise" and kappa is None:
             cells[cell.key] = (
                 {"status": "missing", "reason": NOT_COMPUTED}
                 if not compute
-                else {"status": "error", "reason": "no κ: no κ = 0 ensemble cell"}
+                else {"status": "error", "reason": f"no κ: the {source.key} cell failed"}
             )
         else:
             value = kappa["value"] if cell.kappa == "noise" else 0.0
             cells[cell.key] = _cell(run, cell, value, info, cache, compute)
-            if kappa is None and cell.attack == "ensemble" and cells[cell.key]["status"] == "ok":
+            if cell == source and cells[cell.key]["status"] == "ok":
                 kappa = {**_kappa(cells[cell.key], config.kappa_factor), "source": cell.key}
         if on_cell is not None:
             on_cell(cell.key)

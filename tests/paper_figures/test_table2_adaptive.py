@@ -262,6 +262,38 @@ def test_cached_only_reads_the_committed_cells_and_computes_nothing(tmp_path, mo
             assert run["reason"] == T2.NOT_COMPUTED and f"{key}: not computed yet" in notes
 
 
+def test_kappa_comes_from_the_fixed_ensemble_however_the_cells_are_restricted(
+    tmp_path, monkeypatch
+):
+    """κ (and so every κ = noise cell's key) is the fixed κ = 0 ensemble's, also where the plan
+    leaves that cell out: ``--threat-models deployed`` or ``attacks`` without ``ensemble`` (read
+    from the committed cells; nothing is computed)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed something")
+
+    monkeypatch.setattr(T2, "_compute_cell", refuse)
+    monkeypatch.setattr(T2, "_run_info", refuse)
+    cache = tmp_path / "cells"
+    shutil.copytree(figure_paths(T2.NAME).folder / "cells", cache)
+    context = Context(data_root=tmp_path / "no-data")
+    config = replace(T2.default_config(context), cache_dir=str(cache))
+    assert T2.KAPPA_SOURCE == "fixed"
+    full = T2.run_cells(config, context, "mnist", "split", compute=False)
+    source = "mnist/split/fixed/0/ensemble"
+    assert full["kappa"]["source"] == source and full["cells"][source]["status"] == "ok"
+    deployed_only = replace(config, threat_models=("deployed",))
+    for restricted in (
+        T2.run_cells(deployed_only, context, "mnist", "split", compute=False),
+        T2.run_cells(config, context, "mnist", "split", attacks=("cw-det",), compute=False),
+    ):
+        assert restricted["kappa"] == full["kappa"]
+        assert source not in restricted["cells"]
+    fixed_cw_det = "mnist/split/fixed/noise/cw-det"  # found under the fixed ensemble's κ
+    assert full["cells"][fixed_cw_det]["status"] == "ok"
+    assert full["cells"][fixed_cw_det]["confidence"] == full["kappa"]["value"]
+
+
 def test_committed_interim_table_and_notebook_show_every_committed_cell():
     """The committed interim table (``numbers.json``) and notebook 6.2's committed outputs were
     regenerated after the last cell was committed: both count exactly the committed cells (a cell
