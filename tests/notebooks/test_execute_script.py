@@ -35,3 +35,23 @@ def test_kernel_environment_leaves_this_process_alone():
     env = script.kernel_environment(True, str(Path.cwd()))
     assert dict(os.environ) == before
     assert env["CGM_QUICK"] == "1"
+
+
+def test_cells_seconds_sums_the_kernels_busy_time_of_code_cells():
+    nb = harness.nbformat.v4.new_notebook()
+    nb.cells = [
+        harness.nbformat.v4.new_markdown_cell("text"),
+        harness.nbformat.v4.new_code_cell("1"),
+        harness.nbformat.v4.new_code_cell("2"),
+        harness.nbformat.v4.new_code_cell("not run"),
+    ]
+    for cell, (busy, idle) in zip(
+        nb.cells[1:3],
+        [("00:00:01.500000", "00:00:03.000000"), ("00:00:10", "00:01:10")],
+        strict=True,
+    ):
+        cell.metadata["execution"] = {
+            "iopub.status.busy": f"2026-12-05T12{busy[2:]}Z",
+            "iopub.status.idle": f"2026-12-05T12{idle[2:]}Z",
+        }
+    assert harness.cells_seconds(nb) == 61.5
