@@ -39,6 +39,7 @@ import torch
 from model_batch import ms_per_row  # benchmarks/, the script's folder
 
 from flows.attacks.experiment import run_experiment
+from flows.measures import bits_per_dim, marginal_log_prob
 from paper_figures import table2_adaptive as t2
 from paper_figures import trained
 from paper_figures.context import Context
@@ -73,7 +74,7 @@ def agreement(model, x: torch.Tensor, num_dims: int) -> dict:
             scores, ll = model.class_scores_and_log_likelihoods(
                 x, generator=torch.Generator().manual_seed(0)
             )
-        bpd = -torch.logsumexp(ll.double(), 1) / (num_dims * torch.log(torch.tensor(2.0)))
+        bpd = bits_per_dim(marginal_log_prob(ll.double()), num_dims)
         outputs[precision] = (scores.double(), bpd)
     model.set_coupling_precision("float32")
     (s32, b32), (s16, b16) = outputs["float32"], outputs["bfloat16"]
@@ -90,11 +91,9 @@ def agreement(model, x: torch.Tensor, num_dims: int) -> dict:
     }
 
 
-def strength(run, info: dict, kappa: float, cell: t2._Cell, n: int, precision: str) -> dict:
-    """One deployed cell on the first ``n`` images, in ``precision``."""
-    config = t2.attack_config(
-        run.config, cell, kappa if cell.kappa == "noise" else 0.0, info["threshold"]
-    )
+def strength(run, threshold: float, kappa: float, cell: t2._Cell, n: int, precision: str) -> dict:
+    """One deployed cell at κ = ``kappa`` on the first ``n`` images, in ``precision``."""
+    config = t2.attack_config(run.config, cell, kappa, threshold)
     config = dataclasses.replace(config, n=n, sanity=False, audit=False, attack_precision=precision)
     x_all, y_all = run.test_set
     start = time.perf_counter()
@@ -169,9 +168,7 @@ def main(argv=None) -> dict:
                 cell = t2._Cell(dataset, prior, "deployed", kappa_label, attack)
                 rows = {}
                 for precision in PRECISIONS:
-                    rows[precision] = strength(
-                        run, {"threshold": threshold}, kappa, cell, args.n, precision
-                    )
+                    rows[precision] = strength(run, threshold, kappa, cell, args.n, precision)
                     print(cell.key, precision, json.dumps(rows[precision]), flush=True)
                 a, b = (rows[p]["per_example_success"] for p in PRECISIONS)
                 rows["same_verdict"] = sum(u == v for u, v in zip(a, b, strict=True))
