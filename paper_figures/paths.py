@@ -18,9 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["OUTPUT_ROOT", "FigurePaths", "figure_paths"]
+__all__ = ["OUTPUT_ROOT", "WORK_ROOT", "FigurePaths", "figure_paths"]
 
 OUTPUT_ROOT = Path(__file__).resolve().parent / "output"
+#: Intermediate state of long computations (unfinished cells' per-batch caches): not committed,
+#: kept out of OUTPUT_ROOT, whose committed files must stay small.
+WORK_ROOT = Path(__file__).resolve().parent / ".work"
 
 
 @dataclass(frozen=True)

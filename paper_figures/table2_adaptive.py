@@ -91,8 +91,9 @@ Resumable (``cache_dir``; default ``paper_figures/output/table2_adaptive/cells``
 cell is one JSON (``<dataset>-<prior>-<threat>-k<κ>-<attack>.json``) holding the hash of
 everything it depends on (the :class:`~flows.attacks.experiment.AttackConfig`, the checkpoint's
 SHA-256, the sweep's levels); a rerun skips a cell whose hash matches and recomputes it
-otherwise. Inside a cell, the experiment's own per-batch cache (``<cell>.partial/``) makes a
-killed run continue from its last finished batch; it is deleted once the cell's JSON is written.
+otherwise. Inside a cell, the experiment's own per-batch cache (``<cell>.partial/``, in
+``work_dir``: default ``paper_figures/.work/table2_adaptive``, not committed) makes a killed run
+continue from its last finished batch; it is deleted once the cell's JSON is written.
 Each run's detector and Table 1 numbers are cached the same way (``run-<dataset>-<prior>.json``).
 
 Cost. With :class:`Config`'s budgets (chosen so that the sanity checks pass where the attack can
@@ -148,7 +149,7 @@ from flows.paper import (
 
 from . import trained
 from .context import Context
-from .paths import figure_paths
+from .paths import WORK_ROOT, figure_paths
 
 __all__ = [
     "CLASSIFICATION_ROWS",
@@ -256,6 +257,10 @@ class Config:
         seed, noise_seed, fresh_noise_seed: attack randomness, the attack's model noise, the
             verifications' noise.
         cache_dir: the cell cache (None: ``paper_figures/output/table2_adaptive/cells``).
+        work_dir: the unfinished cells' per-batch caches (None: ``paper_figures/.work/
+            table2_adaptive`` with the default cell cache, the cell cache itself with another).
+            They are kept apart from the committed outputs (which must stay small) and deleted
+            once their cell is finished.
     """
 
     n: int = 100
@@ -285,6 +290,7 @@ class Config:
     noise_seed: int = 0
     fresh_noise_seed: int = 1
     cache_dir: str | None = None
+    work_dir: str | None = None
 
     def __post_init__(self):
         if not self.threat_models or any(t not in THREAT_MODELS for t in self.threat_models):
@@ -801,7 +807,7 @@ def _cell(
         return {**cached, "from_cache": True}
     if not compute:
         return {"status": "missing", "reason": NOT_COMPUTED, "from_cache": False}
-    partial = cache / f"{cell.stem}.partial"
+    partial = _work_root(run.config) / f"{cell.stem}.partial"
     marker = partial / "cell_hash.txt"
     if partial.exists() and (not marker.is_file() or marker.read_text() != digest):
         shutil.rmtree(partial)  # the per-batch results of another configuration
@@ -992,6 +998,18 @@ def _cache_root(config: Config) -> Path:
         root = Path(config.cache_dir).expanduser()
     else:
         root = figure_paths(NAME).folder / "cells"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _work_root(config: Config) -> Path:
+    """Where the unfinished cells' per-batch caches go (``Config.work_dir``)."""
+    if config.work_dir is not None:
+        root = Path(config.work_dir).expanduser()
+    elif config.cache_dir is not None:
+        root = _cache_root(config)
+    else:
+        root = WORK_ROOT / NAME
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -1480,6 +1498,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-root", type=existing_dir, default=None, metavar="DIR")
     parser.add_argument("--out", default=None, metavar="DIR", help="output root")
     parser.add_argument("--cache-dir", default=None, metavar="DIR", help="the cell cache")
+    parser.add_argument(
+        "--work-dir",
+        default=None,
+        metavar="DIR",
+        help="the unfinished cells' per-batch caches (default: paper_figures/.work/table2_adaptive "
+        "with the default cell cache, else the cell cache)",
+    )
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="3 images per cell, tiny budgets")
     choices = [f"{d}/{p}" for d in trained.DATASETS for p in PRIORS]
@@ -1523,6 +1548,8 @@ def main(argv: list[str] | None = None) -> None:
     config = default_config(context)
     if args.cache_dir is not None:
         config = replace(config, cache_dir=args.cache_dir)
+    if args.work_dir is not None:
+        config = replace(config, work_dir=args.work_dir)
     if args.cells is not None:
         if args.threat_models is not None:
             config = replace(config, threat_models=tuple(args.threat_models))

@@ -499,6 +499,46 @@ def test_quick_plot_and_csv(quick, tmp_path):
     assert json.loads(json.dumps(numbers)) == numbers  # JSON-ready
 
 
+@pytest.mark.parametrize("where", ["default", "cache_dir", "work_dir"])
+def test_unfinished_cells_keep_their_batches_in_the_work_dir(where, tmp_path, monkeypatch):
+    """An unfinished cell's per-batch cache goes to ``work_dir`` (default: WORK_ROOT, outside
+    the committed outputs, which must stay small; the cell cache when only that is given), the
+    finished cell's JSON to the cell cache. The computation is stubbed: it records where it was
+    asked to keep its batches, then fails, as a killed run leaves it."""
+    from flows.attacks.experiment import ExperimentError
+
+    seen = []
+
+    def record(run, cell, attack_cfg, info, partial):
+        seen.append(partial)
+        assert (partial / "cell_hash.txt").is_file()
+        raise ExperimentError("stopped")
+
+    monkeypatch.setattr(T2, "_compute_cell", record)
+    monkeypatch.setattr(T2, "WORK_ROOT", tmp_path / "work-root")
+    cache = tmp_path / "cells"
+    shutil.copytree(figure_paths(T2.NAME).folder / "cells", cache)
+    context = Context(data_root=tmp_path / "no-data")
+    config = replace(T2.default_config(context), threat_models=("deployed",))
+    config = {
+        "default": config,  # reads the committed cells, writes nothing there on failure
+        "cache_dir": replace(config, cache_dir=str(cache)),
+        "work_dir": replace(config, cache_dir=str(cache), work_dir=str(tmp_path / "w")),
+    }[where]
+    before = sorted(p.name for p in figure_paths(T2.NAME).folder.rglob("*"))
+    cells = T2.run_cells(config, context, "mnist", "split", attacks=("cw",))["cells"]
+    assert cells == {
+        "mnist/split/deployed/0/cw": {"status": "error", "reason": "stopped", "from_cache": False}
+    }
+    expected = {
+        "default": tmp_path / "work-root" / T2.NAME,
+        "cache_dir": cache,
+        "work_dir": tmp_path / "w",
+    }[where]
+    assert seen == [expected / "mnist-split-deployed-k0-cw.partial"]
+    assert sorted(p.name for p in figure_paths(T2.NAME).folder.rglob("*")) == before
+
+
 @pytest.mark.slow
 def test_cells_option_computes_only_the_named_runs_and_threat_models(quick, tmp_path, capsys):
     """``--cells mnist/split --threat-models fixed``: the missing fixed cell of that run is
