@@ -742,9 +742,10 @@ def _report_summary(report: dict) -> dict:
 
 def _compute_cell(run: _Run, cell: _Cell, attack_cfg, info: dict, partial: Path) -> dict:
     """Run the experiment of ``cell`` (resuming from ``partial``) and keep its verdicts."""
-    from flows.attacks.experiment import run_experiment
+    from flows.attacks.experiment import cached_batch_seconds, run_experiment
 
     x_all, y_all = run.test_set
+    earlier = cached_batch_seconds(partial)  # batches finished by killed runs of this cell
     started = time.perf_counter()
     report, result, x = run_experiment(
         run.model, x_all, y_all, attack_cfg, run.dataset, progress=False, cache=partial
@@ -759,9 +760,19 @@ def _compute_cell(run: _Run, cell: _Cell, attack_cfg, info: dict, partial: Path)
         name: _member_verdicts(run, cell, name, results[name], sections[name], x, y, info)
         for name in cell.members
     }
+    elapsed = time.perf_counter() - started
     return {
         "status": "ok",
-        "seconds": time.perf_counter() - started,
+        "seconds": elapsed + earlier["seconds"],
+        "timing": {
+            "this_process_seconds": elapsed,
+            "earlier_batches": earlier["batches"],
+            "earlier_batches_seconds": earlier["seconds"],
+            "earlier_batches_untimed": earlier["untimed"],
+            "rule": "seconds = this process's + the recorded wall times of the batches earlier "
+            "(killed) runs of this cell finished (a killed run's unfinished batch is not counted; "
+            "untimed batches, saved before times were recorded, neither)",
+        },
         "confidence": attack_cfg.confidence,
         "threshold_bits_per_dim": attack_cfg.threshold,
         "report": _report_summary(report),

@@ -85,10 +85,11 @@ single attack's, under draws independent of those that selected them.
 Resumability. With a ``cache`` folder (the CLI's ``<output stem>.partial/``), the attack runs batch
 by batch (``batch_size``) and each finished batch's results are saved atomically as
 ``batch_00000.pt`` (tensors and strings only: ``torch.load(..., weights_only=True)`` reads them),
-beside ``cache.json`` (the configuration, the attacked images' and the model's fingerprints). A
-rerun with the same configuration continues after the last finished batch; one with another
-configuration is refused (:class:`ExperimentError` naming the option; ``restart=True`` /
-``--restart`` discards the cache). The report is the same either way.
+beside ``cache.json`` (the configuration, the attacked images' and the model's fingerprints) and
+``timing.json`` (each saved batch's wall time, so that a resumed run can report the whole cost:
+:func:`cached_batch_seconds`). A rerun with the same configuration continues after the last
+finished batch; one with another configuration is refused (:class:`ExperimentError` naming the
+option; ``restart=True`` / ``--restart`` discards the cache). The report is the same either way.
 
 Sanity checks (``sanity``, Carlini et al. 2019; :func:`~flows.attacks.run_sanity_checks`), on the
 first ``sanity_n`` attacked images (default 20) to keep the reruns affordable: the unbounded
@@ -119,6 +120,7 @@ import json
 import math
 import os
 import shutil
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -192,6 +194,7 @@ __all__ = [
     "ExperimentError",
     "at_eps",
     "cache_folder",
+    "cached_batch_seconds",
     "derive_seed",
     "example_figure",
     "first_correct",
@@ -1236,9 +1239,10 @@ def _attack_all(
         for index, part in enumerate(parts):
             done = None if store is None else store.load(index, names, part, setup.x.device)
             if done is None:
+                started = time.perf_counter()
                 done = _attack_batch(setup, names, index, part, prepared)
                 if store is not None:
-                    store.save(index, done)
+                    store.save(index, done, time.perf_counter() - started)
             for name in names:
                 collected[name].append(done[name])
             bar.update(1)
@@ -1368,10 +1372,41 @@ class _BatchCache:
             )
         return {name: _from_saved(saved[name], device) for name in names}
 
-    def save(self, index: int, results: Mapping[str, AttackResult]) -> None:
+    def save(self, index: int, results: Mapping[str, AttackResult], seconds: float) -> None:
+        """Save batch ``index``, then record the ``seconds`` it took in ``timing.json``."""
         temporary = self.path(index).with_suffix(".tmp")
         torch.save({name: _to_saved(r) for name, r in results.items()}, temporary)
         os.replace(temporary, self.path(index))
+        timing = _read_timing(self.folder)
+        timing[str(index)] = seconds
+        _write_atomically(self.folder / TIMING_FILE, json.dumps(timing, indent=1).encode())
+
+
+#: The per-batch cache's record of each saved batch's wall time (seconds), by batch index.
+TIMING_FILE = "timing.json"
+
+
+def _read_timing(folder: Path) -> dict[str, float]:
+    try:
+        timing = json.loads((folder / TIMING_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return timing if isinstance(timing, dict) else {}
+
+
+def cached_batch_seconds(cache: Path | str) -> dict:
+    """What the batches already in a per-batch cache (``run_experiment``'s ``cache``) cost: the
+    work a resumed run does not redo, so that its time can be reported in full.
+
+    Returns ``{"batches": saved batches, "seconds": the sum of their recorded wall times,
+    "untimed": batches without a recorded time (saved before times were recorded)}``; all zero
+    for a missing folder."""
+    folder = Path(cache)
+    saved = sorted(folder.glob("batch_*.pt")) if folder.is_dir() else []
+    timing = _read_timing(folder)
+    indices = [path.stem.removeprefix("batch_").lstrip("0") or "0" for path in saved]
+    known = [float(timing[i]) for i in indices if i in timing]
+    return {"batches": len(saved), "seconds": sum(known), "untimed": len(saved) - len(known)}
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

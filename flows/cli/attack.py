@@ -233,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
     cache = experiment.cache_folder(output)
+    earlier = None if restart else experiment.cached_batch_seconds(cache)
     started = time.perf_counter()
     try:
         report, result, x = experiment.run_experiment(
@@ -248,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     except ExperimentError as error:
         arguments.fail(PROG, _one_line(error))
     seconds = time.perf_counter() - started
+    if earlier is not None and earlier["batches"]:
+        seconds += earlier["seconds"]  # the batches killed runs finished: their time counts
     report["config"]["run_dir"] = str(run_dir)
     report["data"] = {
         "dataset": data_name,
@@ -259,13 +262,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     report["example_images"] = None if image is None else str(image)
     output.write_text(json.dumps(report, indent=2))
     shutil.rmtree(cache, ignore_errors=True)
-    print(json.dumps(_summary(report, output, seconds), indent=2))
+    print(json.dumps(_summary(report, output, seconds, earlier), indent=2))
     return report
 
 
-def _summary(report: dict, output: Path, seconds: float) -> dict:
+def _summary(report: dict, output: Path, seconds: float, earlier: dict | None = None) -> dict:
     """What the CLI prints: the detector, the Table 2 statistics of every verification (without
-    per-example records), the sanity verdict, the wall time and the output path."""
+    per-example records), the sanity verdict, the wall time (this run's, plus the recorded times
+    of the batches that earlier, killed runs finished: ``resumed``) and the output path."""
     sections = ("attack_noise", "fresh_noise", "deployed")
     table2 = {k: report[k]["table2"] for k in sections if report[k] is not None}
     rounded = {k: report["rounded_8bit"][k]["table2"] for k in sections if report[k] is not None}
@@ -277,6 +281,7 @@ def _summary(report: dict, output: Path, seconds: float) -> dict:
         "rounded_8bit": rounded,
         "sanity_passed": None if sanity is None else sanity["passed"],
         "seconds": seconds,
+        "resumed": earlier if earlier is not None and earlier["batches"] else None,
         "output": str(output),
     }
 

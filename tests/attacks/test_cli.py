@@ -145,6 +145,9 @@ def test_a_killed_cli_run_continues_from_its_last_finished_batch(
     assert error.startswith(f"{cli.PROG}: error: --cw-steps: the cache ") and "--restart" in error
     resumed = cli.main([*argv, "--output", str(output)])
     assert not cache.exists() and output.is_file()
+    summary = json.loads(capsys.readouterr().out)  # the killed run's batch 0 counts in its time
+    assert summary["resumed"]["batches"] == 1 and summary["resumed"]["untimed"] == 0
+    assert summary["seconds"] > summary["resumed"]["seconds"] > 0
     for key in whole:
         if key != "example_images":
             assert resumed[key] == whole[key], key

@@ -279,9 +279,16 @@ def test_an_interrupted_run_resumes_to_the_same_report(toy, tmp_path, monkeypatc
     monkeypatch.setattr(experiment, "_attack_batch", failing)
     with pytest.raises(RuntimeError, match="killed in batch 1"):
         run_experiment(model, x, y, setting, progress=False, cache=cache)
-    assert sorted(p.name for p in cache.iterdir()) == ["batch_00000.pt", "cache.json"]
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "batch_00000.pt",
+        "cache.json",
+        experiment.TIMING_FILE,
+    ]
     saved = torch.load(cache / "batch_00000.pt", weights_only=True)
     assert set(saved) == ({attack} if attack != "ensemble" else set(ENSEMBLE))
+    before_resume = experiment.cached_batch_seconds(cache)  # what the killed run finished
+    assert before_resume["batches"] == 1 and before_resume["untimed"] == 0
+    assert before_resume["seconds"] > 0
 
     def counting(setup, names, index, part, prepared):
         computed.append(index)
@@ -291,6 +298,17 @@ def test_an_interrupted_run_resumes_to_the_same_report(toy, tmp_path, monkeypatc
     resumed, _, _ = run_experiment(model, x, y, setting, progress=False, cache=cache)
     assert computed == [0, 1, 2]  # batch 0 before the kill, then only the unfinished ones
     assert json.dumps(resumed) == json.dumps(uninterrupted)
+    after = experiment.cached_batch_seconds(cache)
+    assert after["batches"] == 3 and after["untimed"] == 0
+    timing = json.loads((cache / experiment.TIMING_FILE).read_text())
+    assert timing["0"] == before_resume["seconds"]  # batch 0's time kept, not re-measured
+    (cache / experiment.TIMING_FILE).unlink()  # a cache saved before times were recorded
+    assert experiment.cached_batch_seconds(cache) == {"batches": 3, "seconds": 0, "untimed": 3}
+    assert experiment.cached_batch_seconds(tmp_path / "absent") == {
+        "batches": 0,
+        "seconds": 0,
+        "untimed": 0,
+    }
 
 
 def test_a_cache_of_another_configuration_is_refused(toy, tmp_path, monkeypatch):
