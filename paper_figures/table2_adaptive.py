@@ -856,12 +856,21 @@ def _ensemble_row(members: Mapping[str, dict], select: str, keys: Sequence[str])
     """The ensemble's row: per example the member chosen under verification ``select``
     (:func:`worst_case_sources`), then that member's verdicts under each of ``keys``:
     ``{"stats": {key: row statistics}, "by_source": {member: examples chosen},
-    "any_member_fools": percentage of examples some member fools under ``select``}``."""
+    "any_member_fools": percentage of examples some member fools under ``select``,
+    "any_member_success_undetected": {key: percentage of examples some member's own adversarial
+    fools undetected under verification key}}``.
+
+    The selection takes the *closest* success, not the likeliest to survive fresh draws: on the
+    deployed model a close κ = 0 adversarial (likelihood matching, say) may be chosen over a
+    farther one that survives more draws (APGD at ε), so the re-verified rate can fall below a
+    member's own. ``any_member_success_undetected`` (AutoAttack's count: broken when some attack
+    broke it) bounds it from above, biased upwards on the deployed model by taking the best of
+    several coin flips near the boundary; the two together bracket the worst case."""
     names = [name for name in MEMBERS if name in members]
     l2 = torch.stack([_tensor(members[n][select]["l2"]).double() for n in names])
     chosen = torch.stack([_tensor(members[n][select]["success_undetected"]) for n in names])
     sources = worst_case_sources(l2, chosen)
-    stats = {}
+    stats, union = {}, {}
     for key in keys:
         success = torch.stack([_tensor(members[n][key]["success_undetected"]) for n in names])
         fools = torch.stack([_tensor(members[n][key]["fools_classifier"]) for n in names])
@@ -869,7 +878,9 @@ def _ensemble_row(members: Mapping[str, dict], select: str, keys: Sequence[str])
         stats[key] = _row_stats(
             _gather(success, sources), _gather(fools, sources), _gather(distance, sources)
         )
+        union[key] = percentage_with_interval(int(success.any(dim=0).sum()), l2.shape[1])
     row = {"stats": stats, "by_source": {n: int((sources == i).sum()) for i, n in enumerate(names)}}
+    row["any_member_success_undetected"] = union
     row["any_member_fools"] = percentage_with_interval(
         int(
             torch.stack([_tensor(members[n][select]["fools_classifier"]) for n in names])
@@ -982,6 +993,9 @@ def _rows_of_run(
                 ensemble["stats"] = combined["stats"]
                 ensemble["by_source"] = combined["by_source"]
                 ensemble["selection_any_member_fools"] = combined["any_member_fools"]
+                ensemble["any_member_success_undetected"] = combined[
+                    "any_member_success_undetected"
+                ]
                 ensemble["confidence"] = cells[sources["cw-det"]]["confidence"]
                 if threat == "deployed" and levels is not None:
                     sweeps.setdefault(f"{dataset}/{prior}/{kappa}", dict(levels)).update(
@@ -1266,6 +1280,9 @@ def table_rows(numbers: dict) -> list[dict]:
                 None if s is None else s["median_l2_success_undetected"]
             )
         entry["headline"] = row.get("primary")
+        union = row.get("any_member_success_undetected", {}).get(row.get("primary"))
+        for part in ("pct", "low_pct", "high_pct"):  # ensemble rows: some member broke it
+            entry[f"any_member_success_undetected_{part}"] = None if union is None else union[part]
         entry["n"] = None if not stats else next(iter(stats.values()))["n"]
         entry["sanity_passed"] = _sanity_verdict(row.get("sanity"))
         entry["sanity_failed_checks"] = ";".join(

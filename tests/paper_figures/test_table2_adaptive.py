@@ -194,6 +194,10 @@ def test_ensemble_row_reports_the_selected_members_verdicts():
     assert stats["other"]["fools_classifier"]["successes"] == 2
     assert stats["other"]["median_l2_success_undetected"] == pytest.approx(0.3)
     assert row["any_member_fools"]["successes"] == 0
+    # some member's own adversarial breaks it: under 'sel' examples 0 and 1, under 'other'
+    # every example (members succeed there throughout, but cw-det on example 0)
+    assert row["any_member_success_undetected"]["sel"]["successes"] == 2
+    assert row["any_member_success_undetected"]["other"]["successes"] == n
     assert row["by_source"] == {
         "cw-det": 1,
         "apgd-det": 0,
