@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 
 from .paths import FigurePaths
 
-__all__ = ["write_figure"]
+__all__ = ["json_text", "write_figure"]
 
 PNG_DPI = 110
 
@@ -29,8 +30,23 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+#: An innermost JSON list (no list or object inside) as ``json.dumps(indent=1)`` lays it out,
+#: one item per line. JSON strings hold no raw newline, so every newline matched is layout.
+_SCALAR_LIST = re.compile(r"\[\n\s*([^\[\]{}]*?)\n\s*\]")
+
+
+def json_text(payload: Any) -> str:
+    """``payload`` as the committed JSON files hold it: objects indented one space per level,
+    keys sorted, lists of numbers and strings on one line (per-example lists of 100 items would
+    otherwise take 100 lines each, and the committed outputs must stay small). Parses back to
+    ``payload``."""
+    text = json.dumps(payload, indent=1, sort_keys=True, default=_json_default)
+    text = _SCALAR_LIST.sub(lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
+    return text + "\n"
+
+
 def _write_json(path, payload: Any) -> None:
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True, default=_json_default) + "\n")
+    path.write_text(json_text(payload))
 
 
 def write_figure(

@@ -18,6 +18,7 @@ import counterexample as cx
 from counterexample.proposition import attack_success_probability
 from paper_figures import Context, figure2, lambda_interval, registry
 from paper_figures.cli import main
+from paper_figures.common import json_text
 from paper_figures.paths import OUTPUT_ROOT, figure_paths
 
 
@@ -210,3 +211,21 @@ def test_figure_paths_reject_bad_names(tmp_path, bad):
 def test_registry_rejects_unknown_name():
     with pytest.raises(KeyError, match="registered"):
         registry.load("figure99")
+
+
+def test_json_text_puts_scalar_lists_on_one_line_and_parses_back():
+    payload = {
+        "flags": [True, False, None],
+        "l2": [0.1, float("inf"), 1e-300],
+        "tricky": ["a, [b]\n{c}", "]", "[\n"],
+        "nested": {"empty": [], "rows": [[1, 2], [3, {"x": [4, 5]}]], "text": "[1,\n2]"},
+        "z": 1,
+    }
+    text = json_text(payload)
+    assert json.loads(text) == json.loads(json.dumps(payload))
+    lines = text.splitlines()
+    assert ' "flags": [true, false, null],' in lines
+    assert ' "l2": [0.1, Infinity, 1e-300],' in lines
+    assert '  "empty": [],' in lines and '     "x": [4, 5]' in lines
+    assert len(lines) < len(json.dumps(payload, indent=1).splitlines())
+    assert text.endswith("}\n") and list(json.loads(text)) == sorted(payload)
