@@ -1404,7 +1404,7 @@ def cached_batch_seconds(cache: Path | str) -> dict:
     folder = Path(cache)
     saved = sorted(folder.glob("batch_*.pt")) if folder.is_dir() else []
     timing = _read_timing(folder)
-    indices = [path.stem.removeprefix("batch_").lstrip("0") or "0" for path in saved]
+    indices = [str(int(path.stem.removeprefix("batch_"))) for path in saved]
     known = [float(timing[i]) for i in indices if i in timing]
     return {"batches": len(saved), "seconds": sum(known), "untimed": len(saved) - len(known)}
 
