@@ -518,18 +518,25 @@ def test_unfinished_cells_keep_their_batches_in_the_work_dir(where, tmp_path, mo
         assert (partial / "cell_hash.txt").is_file()
         raise ExperimentError("stopped")
 
+    # The committed outputs, copied without the cell computed here (it may be committed by now):
+    # the default configuration reads them and must write nothing there on failure.
+    output_root = tmp_path / "output"
+    committed = figure_paths(T2.NAME, root=output_root).folder
+    shutil.copytree(figure_paths(T2.NAME).folder / "cells", committed / "cells")
+    (committed / "cells" / "mnist-split-deployed-k0-cw.json").unlink(missing_ok=True)
+    monkeypatch.setattr(T2, "figure_paths", lambda name: figure_paths(name, root=output_root))
     monkeypatch.setattr(T2, "_compute_cell", record)
     monkeypatch.setattr(T2, "WORK_ROOT", tmp_path / "work-root")
     cache = tmp_path / "cells"
-    shutil.copytree(figure_paths(T2.NAME).folder / "cells", cache)
+    shutil.copytree(committed / "cells", cache)
     context = Context(data_root=tmp_path / "no-data")
     config = replace(T2.default_config(context), threat_models=("deployed",))
     config = {
-        "default": config,  # reads the committed cells, writes nothing there on failure
+        "default": config,
         "cache_dir": replace(config, cache_dir=str(cache)),
         "work_dir": replace(config, cache_dir=str(cache), work_dir=str(tmp_path / "w")),
     }[where]
-    before = sorted(p.name for p in figure_paths(T2.NAME).folder.rglob("*"))
+    before = sorted(p.name for p in committed.rglob("*"))
     cells = T2.run_cells(config, context, "mnist", "split", attacks=("cw",))["cells"]
     assert cells == {
         "mnist/split/deployed/0/cw": {"status": "error", "reason": "stopped", "from_cache": False}
@@ -540,7 +547,7 @@ def test_unfinished_cells_keep_their_batches_in_the_work_dir(where, tmp_path, mo
         "work_dir": tmp_path / "w",
     }[where]
     assert seen == [expected / "mnist-split-deployed-k0-cw.partial"]
-    assert sorted(p.name for p in figure_paths(T2.NAME).folder.rglob("*")) == before
+    assert sorted(p.name for p in committed.rglob("*")) == before
 
 
 @pytest.mark.slow
