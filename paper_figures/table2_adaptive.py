@@ -120,6 +120,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
@@ -505,8 +506,11 @@ def _row_stats(success: Tensor, fools: Tensor, l2: Tensor) -> dict:
 class _Run:
     """One trained run: the model, the test set and the detector, loaded when first needed."""
 
-    def __init__(self, dataset: str, prior: str, config: Config, context: Context):
+    def __init__(
+        self, dataset: str, prior: str, config: Config, context: Context, progress: bool = False
+    ):
         self.dataset, self.prior, self.config, self.context = dataset, prior, config, context
+        self.progress = progress  # the experiments' progress bars (stderr)
         self.path = trained.run_dir(dataset, prior, context)
 
     @property
@@ -749,7 +753,7 @@ def _compute_cell(run: _Run, cell: _Cell, attack_cfg, info: dict, partial: Path)
     earlier = cached_batch_seconds(partial)  # batches finished by killed runs of this cell
     started = time.perf_counter()
     report, result, x = run_experiment(
-        run.model, x_all, y_all, attack_cfg, run.dataset, progress=False, cache=partial
+        run.model, x_all, y_all, attack_cfg, run.dataset, progress=run.progress, cache=partial
     )
     y = torch.as_tensor(report["attacked_labels"], dtype=torch.long)
     if cell.attack == "ensemble":
@@ -825,6 +829,10 @@ def _cell(
         shutil.rmtree(partial)  # the per-batch results of another configuration
     partial.mkdir(parents=True, exist_ok=True)
     marker.write_text(digest)
+    if run.progress:
+        done = len(list(partial.glob("batch_*.pt")))
+        resumed = f", resuming after {done} finished batches" if done else ""
+        print(f"{cell.key}: computing{resumed}", file=sys.stderr, flush=True)
     try:
         value = _compute_cell(run, cell, attack_cfg, info, partial)
     except ExperimentError as error:  # e.g. too few correctly classified images
@@ -1080,6 +1088,7 @@ def run_cells(
     attacks: Sequence[str] | None = None,
     on_cell=None,
     compute: bool = True,
+    progress: bool = False,
 ) -> dict:
     """The cells of one trained run (:func:`cell_plan`), each read from the cache when it is
     finished there with the same hash, else computed and cached.
@@ -1090,9 +1099,11 @@ def run_cells(
     until the first κ = 0 ensemble cell has run), "cells": {key: cell}}``; a cell is
     ``{"status": "ok" | "missing" | "error", ...}``. ``compute=False`` computes nothing: cells
     (and the run's detector numbers) not in the cache are "missing" (the interim table).
+    ``progress``: say on stderr which cell is computed, and show its experiment's progress bars
+    (batches attacked, sanity checks).
     """
     cache = _cache_root(config)
-    run = _Run(dataset, prior, config, context)
+    run = _Run(dataset, prior, config, context, progress)
     if not run.available:
         reason = f"no run at {run.path}"
         absent = {"status": "missing", "reason": reason}
@@ -1590,7 +1601,12 @@ def main(argv: list[str] | None = None) -> None:
         for key in args.cells:
             dataset, prior = key.split("/")
             done = run_cells(
-                config, context, dataset, prior, on_cell=lambda k: print(k, "done", flush=True)
+                config,
+                context,
+                dataset,
+                prior,
+                on_cell=lambda k: print(k, "done", flush=True),
+                progress=True,
             )
             for cell_key, cell in done["cells"].items():
                 seconds = cell.get("seconds")

@@ -567,7 +567,12 @@ def test_cells_option_computes_only_the_named_runs_and_threat_models(quick, tmp_
     assert (copy / f"{fixed}.json").is_file() and not (copy / f"{deployed}.json").exists()
     after = {p.name: p.stat().st_mtime_ns for p in copy.glob("*.json")}
     assert {k: v for k, v in after.items() if k in before} == before  # others read, not rewritten
-    assert "mnist/split/fixed/0/boundary: ok" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "mnist/split/fixed/0/boundary: ok" in printed.out
+    # progress on stderr, for runs left in the background: the cell started, its batches
+    assert "mnist/split/fixed/0/boundary: computing" in printed.err
+    assert "boundary (fixed noise)" in printed.err and "batch" in printed.err
+    assert "mnist/split/deployed" not in printed.err
 
 
 def test_cached_only_and_cells_exclude_each_other(capsys):
