@@ -255,6 +255,14 @@ class Config:
         match_steps: likelihood matching's Adam steps.
         segment_grid: grid points of the segment bound.
         sanity_n: images (the first attacked) of the sanity checks' reruns in every cell.
+        model_batch: the most input rows per model call of the attacks and of every deployed
+            verification, the sweep's included
+            (:attr:`~flows.attacks.experiment.AttackConfig.model_batch`; speed only, not in the
+            cells' keys). On the deployed model it also decides which fresh draw each row gets
+            (on MNIST a call draws the padding of all its rows, then their noise channels, so
+            that another split hands rows other draws; CIFAR-10 has no padding), so the sweep
+            observes with the experiment's value: only then are its ``A`` draws the
+            experiment's own (``sweep_matches_report``).
         recall_levels: the detector recalls of the threshold sweep (the paper's recall is added).
         seed, noise_seed, fresh_noise_seed: attack randomness, the attack's model noise, the
             verifications' noise.
@@ -287,6 +295,7 @@ class Config:
     match_steps: int = 100
     segment_grid: int = 64
     sanity_n: int = 10
+    model_batch: int = 64
     recall_levels: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
     seed: int = 0
     noise_seed: int = 0
@@ -324,7 +333,7 @@ class Config:
             or self.deployed_n < 1
         ):
             raise ValueError(f"deployed_n must be None or an integer >= 1, got {self.deployed_n!r}")
-        for name in ("n", "sanity_n", "batch_size", "pool_size", "recall_n"):
+        for name in ("n", "sanity_n", "batch_size", "pool_size", "recall_n", "model_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -352,6 +361,7 @@ def default_config(context: Context) -> Config:
         match_steps=10,
         segment_grid=8,
         sanity_n=1,
+        model_batch=8,  # smaller than a verification's rows: the sweep must split them alike
         recall_levels=(0.5, 0.9, 1.0),
     )
 
@@ -456,6 +466,7 @@ def attack_config(config: Config, cell: _Cell, confidence: float, threshold: flo
         segment_grid=config.segment_grid,
         match_steps=config.match_steps,
         pool_size=config.pool_size,
+        model_batch=config.model_batch,
         sanity=True,
         sanity_n=min(config.sanity_n, n),
         audit=True,
@@ -534,6 +545,8 @@ class _Run:
         return trained.ordered_test_set(self.dataset, self.context)
 
     def threat_model(self, threshold: float, noise: str, seed: int):
+        """The run's model with the detector at ``threshold``, under ``noise`` seeded by
+        ``seed``, split into calls of ``config.model_batch`` rows as the experiments split them."""
         from flows.attacks import flows_threat_model
 
         detector = LikelihoodDetector(threshold, self.model.num_dims)
@@ -544,6 +557,7 @@ class _Run:
             noise_seed=seed,
             eps=PAPER_EPS[self.dataset],
             bits_from_class_scores=True,
+            model_batch=self.config.model_batch,
         )
 
 

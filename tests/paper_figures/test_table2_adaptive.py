@@ -56,6 +56,7 @@ def test_default_config_honours_quick_mode():
         ({"n": 0}, "n"),
         ({"deployed_n": 0}, "deployed_n"),
         ({"deployed_attack_precision": "float16"}, "deployed_attack_precision"),
+        ({"model_batch": 0}, "model_batch"),
     ],
     ids=lambda v: str(v),
 )
@@ -102,6 +103,13 @@ def test_attack_config_carries_the_budgets():
     assert "attack_precision" not in T2.attack_config_for_hash(T2.attack_config(fp32, cell, 0, 4.2))
     fixed32 = T2.attack_config(fp32, T2.cell_plan(fp32, "cifar10", "reweight")[0], 1.5, 4.2)
     assert T2.attack_config_for_hash(fixed32) == T2.attack_config_for_hash(fixed)
+    # model_batch reaches the experiment (the sweep's threat models use the same value) and,
+    # speed only, stays out of the cells' keys
+    small = replace(config, model_batch=8)
+    assert T2.attack_config(small, cell, 0.0, 4.2).model_batch == 8
+    assert T2.attack_config_for_hash(T2.attack_config(small, cell, 0.0, 4.2)) == (
+        T2.attack_config_for_hash(attack)
+    )
 
 
 def test_kappa_is_the_factor_times_the_median_spread():
